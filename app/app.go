@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"igmirror/config"
+	"igmirror/domain"
+	"igmirror/events"
+	"igmirror/instagram"
+	"igmirror/mirror"
+
+	"github.com/labstack/echo/v4"
+)
+
+// App is the whole service: both listeners, the store, the bus and the
+// mirror. New builds it, Start binds the listeners, Shutdown stops it in
+// the reverse order.
+type App struct {
+	cfg     config.Config
+	log     *slog.Logger
+	metrics *metrics
+
+	store    *domain.Store
+	bus      *events.Bus
+	sink     *mirror.MySQLSink // nil when the mirror is off
+	pool     *mirror.Pool      // nil when the mirror is off
+	rec      *mirror.Reconciler
+	ingester *ingester
+
+	public, admin       *echo.Echo
+	publicLn, adminLn   net.Listener
+	publicSrv, adminSrv *http.Server
+	errs                chan error
+
+	recCancel context.CancelFunc
+	recDone   chan struct{}
+	stopOnce  sync.Once
+}
+
+// New builds the service from cfg. It opens SQLite (and fails if it
+// cannot) but never needs the CRM: a CRM that is down or refuses the
+// password is reported, and retried, while the service runs.
+func New(cfg config.Config, log *slog.Logger) (*App, error) {
+	a := &App{cfg: cfg, log: log, metrics: newMetrics(), errs: make(chan error, 2)}
+	log.Info("starting igmirror", "config", cfg)
+	if cfg.InstagramAppSecret == "" {
+		if cfg.InstagramAllowUnsigned {
+			log.Warn("INSTAGRAM_ALLOW_UNSIGNED=true and no INSTAGRAM_APP_SECRET: UNSIGNED WEBHOOK DELIVERIES ARE ACCEPTED. Development only; anyone who can reach the listener can store messages.")
+		} else {
+			log.Warn("no INSTAGRAM_APP_SECRET: webhook POSTs are refused with 503 until it is set")
+		}
+	}
+	if cfg.AdminToken == "" {
+		log.Warn("no ADMIN_TOKEN: the admin API refuses every call")
+	}
+
+	store, err := domain.OpenStore(domain.StoreOptions{Path: cfg.SQLitePath, Synchronous: cfg.SQLiteSynchronous, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	a.store = store
+	a.bus = events.New(cfg.MirrorQueueSize, log.With("component", "bus"))
+	a.metrics.registerBus(a.bus)
+
+	if cfg.CRMEnabled {
+		if err := a.buildMirror(); err != nil {
+			_ = store.Close()
+			return nil, err
+		}
+	} else {
+		log.Info("crm mirror disabled (CRM_MYSQL_ENABLED=false): messages are stored locally with mirror_status=disabled")
+	}
+	a.metrics.registerMirror(a.pool, a.rec, a.mirrorStatus)
+	a.ingester = &ingester{store: store, bus: a.bus, mirrorOn: cfg.CRMEnabled, metrics: a.metrics}
+	a.public = a.newPublic()
+	a.admin = a.newAdmin()
+	return a, nil
+}
+
+func (a *App) buildMirror() error {
+	cfg := a.cfg
+	mc := mirror.MySQLConfig{
+		Host: cfg.CRMHost, Port: cfg.CRMPort, User: cfg.CRMUser, Password: cfg.CRMPassword,
+		Database: cfg.CRMDatabase, Table: cfg.CRMTable, TLS: cfg.CRMTLS, Workers: cfg.MirrorWorkers,
+		Timeout: cfg.MirrorInsertTimeout, Logger: a.log,
+	}
+	sink, err := mirror.OpenMySQL(mc)
+	if err != nil {
+		return err
+	}
+	a.sink = sink
+	profile := instagram.NewProfileClient(instagram.ProfileConfig{
+		BaseURL: cfg.InstagramGraphURL, AccessToken: cfg.InstagramAccessToken, TTL: cfg.UsernameCacheTTL, Logger: a.log,
+	})
+	resolver := mirror.ResolverFunc(func(ctx context.Context, userID string) string {
+		name, outcome := profile.Username(ctx, userID)
+		a.metrics.lookups.WithLabelValues(string(outcome)).Inc()
+		return name
+	})
+	a.pool = mirror.NewPool(mirror.PoolConfig{
+		Workers: cfg.MirrorWorkers, BatchSize: cfg.MirrorBatchSize, InsertTimeout: cfg.MirrorInsertTimeout,
+		Target: mc.Redacted(), Latency: a.metrics.insertSecs, Logger: a.log,
+	}, a.bus, sink, a.store, resolver)
+	a.rec = mirror.NewReconciler(mirror.ReconcilerConfig{
+		Interval: cfg.MirrorReconcileInterval, MaxAttempts: cfg.MirrorMaxAttempts, Logger: a.log,
+	}, a.store, a.bus)
+	a.log.Info("crm mirror enabled", "crm", mc.Redacted(), "workers", cfg.MirrorWorkers, "queue", cfg.MirrorQueueSize)
+	return nil
+}
+
+// mirrorStatus is the CRM state, "disabled" when the mirror is off.
+func (a *App) mirrorStatus() mirror.Status {
+	if a.pool == nil {
+		return mirror.Status{State: mirror.StateDisabled}
+	}
+	return a.pool.Status()
+}
+
+// Start binds both listeners and starts the mirror.
+func (a *App) Start() error {
+	var err error
+	if a.publicLn, err = net.Listen("tcp", a.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("listen HTTP_ADDR %s: %w", a.cfg.HTTPAddr, err)
+	}
+	if a.adminLn, err = net.Listen("tcp", a.cfg.AdminAddr); err != nil {
+		_ = a.publicLn.Close()
+		return fmt.Errorf("listen ADMIN_ADDR %s: %w", a.cfg.AdminAddr, err)
+	}
+	if a.pool != nil {
+		a.pool.Start()
+		ctx, cancel := context.WithCancel(context.Background())
+		a.recCancel, a.recDone = cancel, make(chan struct{})
+		go func() { defer close(a.recDone); a.rec.Run(ctx) }()
+	}
+	a.publicSrv = a.server(a.public)
+	a.adminSrv = a.server(a.admin)
+	for _, s := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{a.publicSrv, a.publicLn}, {a.adminSrv, a.adminLn}} {
+		go func() {
+			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.errs <- err
+			}
+		}()
+	}
+	a.log.Info("listening", "http_addr", a.publicLn.Addr().String(), "admin_addr", a.adminLn.Addr().String())
+	return nil
+}
+
+// server wraps h in an http.Server with timeouts that a slow or malicious
+// client cannot hold open (slowloris).
+func (a *App) server(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// Errors reports a listener that stopped on its own.
+func (a *App) Errors() <-chan error { return a.errs }
+
+// PublicAddr is the bound public address (useful with port 0).
+func (a *App) PublicAddr() string { return a.publicLn.Addr().String() }
+
+// AdminAddr is the bound admin address.
+func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
+
+// Shutdown stops in the reverse order of start-up: the listeners (letting
+// in-flight requests finish), the reconciler, the mirror (draining the
+// queue for at most MIRROR_DRAIN_TIMEOUT), then the databases.
+func (a *App) Shutdown(ctx context.Context) error {
+	var errs []error
+	a.stopOnce.Do(func() {
+		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		for _, s := range []*http.Server{a.publicSrv, a.adminSrv} {
+			if s != nil {
+				errs = append(errs, s.Shutdown(hctx))
+			}
+		}
+		if a.recCancel != nil {
+			a.recCancel()
+			<-a.recDone
+		}
+		if a.pool != nil {
+			if a.pool.Stop(a.cfg.MirrorDrainTimeout) {
+				a.log.Info("mirror queue drained")
+			}
+		} else {
+			a.bus.Close()
+		}
+		if a.sink != nil {
+			errs = append(errs, a.sink.Close())
+		}
+		errs = append(errs, a.store.Close())
+	})
+	return errors.Join(errs...)
+}

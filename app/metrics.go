@@ -1,0 +1,185 @@
+package main
+
+import (
+	"igmirror/events"
+	"igmirror/instagram"
+	"igmirror/mirror"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// ns is the one prefix of every metric.
+const ns = "igmirror"
+
+// Delivery outcomes, as the deliveries counter labels them.
+const (
+	deliveryStored       = "stored"        // committed (also when every message was a duplicate)
+	deliveryUnauthorized = "unauthorized"  // no signature
+	deliveryForbidden    = "forbidden"     // wrong signature
+	deliveryBadRequest   = "bad_request"   // not an Instagram delivery
+	deliveryTooLarge     = "too_large"     // over the body limit
+	deliveryStoreError   = "store_error"   // SQLite failed; Meta delivers again
+	deliveryUnsignedDeny = "unsigned_deny" // no app secret configured
+)
+
+var deliveryOutcomes = []string{deliveryStored, deliveryUnauthorized, deliveryForbidden, deliveryBadRequest,
+	deliveryTooLarge, deliveryStoreError, deliveryUnsignedDeny}
+
+// Item kinds of a delivery, as the items counter labels them.
+var itemKinds = []string{"message", "echo", "unsend", "reaction", "read", "postback", "referral", "edit", "change", "other"}
+
+// metrics holds the collectors the handlers update directly; the rest are
+// functions reading the bus and the mirror's own counters.
+type metrics struct {
+	reg          *prometheus.Registry
+	deliveries   *prometheus.CounterVec
+	items        *prometheus.CounterVec
+	messages     *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+	insertSecs   prometheus.Histogram
+	lookups      *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "webhook_deliveries_total",
+			Help: "Webhook POSTs by outcome.",
+		}, []string{"outcome"}),
+		items: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "webhook_items_total",
+			Help: "Items of accepted deliveries by kind (messages, echoes, unsends, reactions, reads, changes...).",
+		}, []string{"kind"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "messages_total",
+			Help: "Messages offered to the local store by source and outcome (stored or duplicate).",
+		}, []string{"source", "outcome"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "http_request_duration_seconds",
+			Help:    "HTTP request latency by listener, route and status code.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"listener", "route", "code"}),
+		insertSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Name: "mirror_insert_duration_seconds",
+			Help:    "Latency of one CRM INSERT statement.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "username_lookups_total",
+			Help: "Username look-ups by outcome: hit (cache), miss (fetched), fallback (user id used).",
+		}, []string{"outcome"}),
+	}
+	for _, o := range deliveryOutcomes {
+		m.deliveries.WithLabelValues(o)
+	}
+	for _, k := range itemKinds {
+		m.items.WithLabelValues(k)
+	}
+	for _, src := range []string{"webhook", "admin"} {
+		for _, o := range []string{"stored", "duplicate"} {
+			m.messages.WithLabelValues(src, o)
+		}
+	}
+	for _, o := range []instagram.LookupOutcome{instagram.LookupHit, instagram.LookupMiss, instagram.LookupFallback} {
+		m.lookups.WithLabelValues(string(o))
+	}
+	m.reg.MustRegister(m.deliveries, m.items, m.messages, m.httpDuration, m.insertSecs, m.lookups,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// countItems adds one delivery's items to the items counter.
+func (m *metrics) countItems(c instagram.Counts) {
+	for kind, n := range map[string]int{
+		"message": c.Messages, "echo": c.Echoes, "unsend": c.Unsends, "reaction": c.Reactions, "read": c.Reads,
+		"postback": c.Postbacks, "referral": c.Referrals, "edit": c.Edits, "change": c.Changes, "other": c.Other,
+	} {
+		if n > 0 {
+			m.items.WithLabelValues(kind).Add(float64(n))
+		}
+	}
+}
+
+// registerBus exposes the event bus's counters and queue gauges.
+func (m *metrics) registerBus(bus *events.Bus) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "events_published_total", Help: "MessageSaved events put on the mirror queue.",
+		}, func() float64 { return float64(bus.Published()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "mirror_queue_depth", Help: "Events waiting on the mirror queue.",
+		}, func() float64 { return float64(bus.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "mirror_queue_capacity", Help: "Capacity of the mirror queue (MIRROR_QUEUE_SIZE).",
+		}, func() float64 { return float64(bus.Cap()) }),
+	)
+	for _, reason := range []string{events.ReasonQueueFull, events.ReasonClosed} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "events_dropped_total", Help: "MessageSaved events turned away, by reason.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(bus.Dropped(reason)) }))
+	}
+}
+
+// registerMirror exposes the mirror's counters and the CRM state; status
+// is nil-safe so that a disabled mirror still shows its state.
+func (m *metrics) registerMirror(pool *mirror.Pool, rec *mirror.Reconciler, status func() mirror.Status) {
+	for _, o := range mirror.Outcomes {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "mirror_rows_total", Help: "CRM rows by outcome.",
+			ConstLabels: prometheus.Labels{"outcome": o},
+		}, func() float64 {
+			if pool == nil {
+				return 0
+			}
+			return float64(pool.Count(o))
+		}))
+	}
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "mirror_retries_total", Help: "CRM statements retried after a transient error.",
+		}, func() float64 {
+			if pool == nil {
+				return 0
+			}
+			return float64(pool.Retried())
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "reconciler_offered_total", Help: "Messages the reconciler and resyncs offered to the mirror again.",
+		}, func() float64 {
+			if rec == nil {
+				return 0
+			}
+			return float64(rec.Offered())
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "mirror_last_success_timestamp_seconds", Help: "Unix time a row last reached the CRM (0 = never).",
+		}, func() float64 {
+			if pool == nil || pool.LastSuccess().IsZero() {
+				return 0
+			}
+			return float64(pool.LastSuccess().UnixNano()) / 1e9
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "crm_connected", Help: "1 when the last CRM statement succeeded, else 0.",
+		}, func() float64 {
+			if status().Connected {
+				return 1
+			}
+			return 0
+		}),
+	)
+	for _, st := range []mirror.State{mirror.StateDisabled, mirror.StateConnecting, mirror.StateConnected, mirror.StateUnreachable, mirror.StateMisconfigure} {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "crm_state", Help: "1 for the CRM connection's current state, 0 for the others.",
+			ConstLabels: prometheus.Labels{"state": string(st)},
+		}, func() float64 {
+			if status().State == st {
+				return 1
+			}
+			return 0
+		}))
+	}
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"igmirror/domain"
+	"igmirror/instagram"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// apiError is an error with the status and the sentence the client sees.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func newAPIError(status int, msg string) error { return &apiError{status: status, msg: msg} }
+
+// newPublic builds the public listener's routes: webhooks, health, metrics.
+func (a *App) newPublic() *echo.Echo {
+	e := a.newEcho("public")
+	wh := &webhookHandler{cfg: a.cfg, ingester: a.ingester, metrics: a.metrics, log: a.log}
+	e.GET("/webhooks/instagram", wh.verify)
+	e.POST("/webhooks/instagram", wh.receive)
+	e.GET("/healthz", a.healthz)
+	e.GET("/readyz", a.readyz)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{})))
+	return e
+}
+
+// newEcho returns an Echo with the shared middleware and error handler.
+func (a *App) newEcho(listener string) *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = a.errorHandler
+	e.Use(a.requestLog(listener))
+	return e
+}
+
+// requestLog gives every request an id (echoed in X-Request-Id), logs one
+// access line, and observes the latency histogram. It logs the path only:
+// the query string of the subscription handshake carries the verify token.
+func (a *App) requestLog(listener string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			req := c.Request()
+			id := req.Header.Get(echo.HeaderXRequestID)
+			if !validRequestID(id) {
+				id = newRequestID()
+			}
+			c.Response().Header().Set(echo.HeaderXRequestID, id)
+			c.Set("request_id", id)
+			err := next(c)
+			if err != nil {
+				// Let the error handler write the response, so the status is known.
+				c.Error(err)
+			}
+			status := c.Response().Status
+			route := c.Path()
+			if route == "" {
+				route = "unmatched"
+			}
+			d := time.Since(start)
+			a.metrics.httpDuration.WithLabelValues(listener, route, strconv.Itoa(status)).Observe(d.Seconds())
+			a.log.LogAttrs(req.Context(), levelFor(status), "http request",
+				slog.String("listener", listener), slog.String("request_id", id), slog.String("method", req.Method),
+				slog.String("path", req.URL.Path), slog.Int("status", status), slog.Int("bytes_in", int(req.ContentLength)),
+				slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote_ip", c.RealIP()))
+			return nil
+		}
+	}
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r == '-' || r == '_' || r == '.' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')) {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// errorHandler is the one place errors become responses: a status and a
+// JSON {"error": "..."} body. Internal errors are logged with detail and
+// shown as a short generic sentence.
+func (a *App) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	status, msg := a.statusFor(err, c)
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(status)
+		return
+	}
+	_ = c.JSON(status, map[string]string{"error": msg})
+}
+
+func (a *App) statusFor(err error, c echo.Context) (int, string) {
+	var ae *apiError
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ae):
+		return ae.status, ae.msg
+	case errors.As(err, &he):
+		msg := http.StatusText(he.Code)
+		if s, ok := he.Message.(string); ok && he.Code < 500 {
+			msg = s
+		}
+		return he.Code, msg
+	case errors.Is(err, instagram.ErrSignatureMissing):
+		return http.StatusUnauthorized, "missing X-Hub-Signature-256 header"
+	case errors.Is(err, instagram.ErrSignatureInvalid):
+		return http.StatusForbidden, "invalid X-Hub-Signature-256 signature"
+	case errors.Is(err, instagram.ErrMalformed), errors.Is(err, domain.ErrInvalid):
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, domain.ErrNotFound):
+		return http.StatusNotFound, "not found"
+	}
+	id, _ := c.Get("request_id").(string)
+	a.log.Error("request failed", "request_id", id, "path", c.Request().URL.Path, "err", err)
+	return http.StatusInternalServerError, "internal error; the request was not applied, please retry"
+}

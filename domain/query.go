@@ -1,0 +1,228 @@
+package domain
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// ListFilter selects messages for the admin list. Zero fields do not filter.
+type ListFilter struct {
+	UserID       string
+	Direction    Direction
+	MirrorStatus MirrorStatus
+	Since, Until time.Time // on Timestamp; Since inclusive, Until exclusive
+	Limit        int
+	Cursor       string // from a previous page's NextCursor
+}
+
+// ErrBadCursor is returned for a cursor this store did not hand out.
+var ErrBadCursor = errors.New("bad cursor")
+
+// EncodeCursor makes the opaque cursor that resumes a listing below id.
+func EncodeCursor(id int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("m:" + strconv.FormatInt(id, 10)))
+}
+
+// DecodeCursor reads a cursor made by EncodeCursor.
+func DecodeCursor(c string) (int64, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) < 3 || string(b[:2]) != "m:" {
+		return 0, ErrBadCursor
+	}
+	id, err := strconv.ParseInt(string(b[2:]), 10, 64)
+	if err != nil || id < 1 {
+		return 0, ErrBadCursor
+	}
+	return id, nil
+}
+
+// List returns one page of messages, newest first, and the cursor of the
+// next page ("" when this is the last). Paging goes by id, so messages
+// stored while a client pages never shift the pages it has yet to fetch.
+func (s *Store) List(ctx context.Context, f ListFilter) ([]Message, string, error) {
+	q := s.rdb.WithContext(ctx).Model(&Message{})
+	if f.UserID != "" {
+		q = q.Where("user_id = ?", f.UserID)
+	}
+	if f.Direction != "" {
+		q = q.Where("direction = ?", f.Direction)
+	}
+	if f.MirrorStatus != "" {
+		q = q.Where("mirror_status = ?", f.MirrorStatus)
+	}
+	if !f.Since.IsZero() {
+		q = q.Where("timestamp >= ?", f.Since.UTC())
+	}
+	if !f.Until.IsZero() {
+		q = q.Where("timestamp < ?", f.Until.UTC())
+	}
+	if f.Cursor != "" {
+		before, err := DecodeCursor(f.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		q = q.Where("id < ?", before)
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	var out []Message
+	if err := q.Order("id DESC").Limit(limit + 1).Find(&out).Error; err != nil {
+		return nil, "", fmt.Errorf("list messages: %w", err)
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		next = EncodeCursor(out[len(out)-1].ID)
+	}
+	return out, next, nil
+}
+
+// Get returns one message by id, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id int64) (Message, error) {
+	var m Message
+	err := s.rdb.WithContext(ctx).Where("id = ?", id).Take(&m).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return Message{}, ErrNotFound
+	}
+	if err != nil {
+		return Message{}, fmt.Errorf("get message %d: %w", id, err)
+	}
+	return m, nil
+}
+
+// GetByMID returns the message with an Instagram message id, or ErrNotFound.
+func (s *Store) GetByMID(ctx context.Context, mid string) (Message, error) {
+	var m Message
+	err := s.rdb.WithContext(ctx).Where("instagram_message_id = ?", mid).Take(&m).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return Message{}, ErrNotFound
+	}
+	if err != nil {
+		return Message{}, fmt.Errorf("get message by mid: %w", err)
+	}
+	return m, nil
+}
+
+// CandidateQuery selects messages to offer to the mirror again.
+type CandidateQuery struct {
+	Statuses []MirrorStatus
+	// MaxAttempts, when above 0, leaves out dropped and failed messages that
+	// have been tried that many times already.
+	MaxAttempts int
+	// StalePendingBefore, when set, adds pending messages stored before it.
+	StalePendingBefore time.Time
+	Since, Until       time.Time // on Timestamp
+	AfterID            int64     // resume after this id (oldest first)
+	Limit              int
+}
+
+// scope applies the query's conditions (not its paging) to db.
+func (cq CandidateQuery) scope(db *gorm.DB) *gorm.DB {
+	cond := db.Session(&gorm.Session{NewDB: true}).Where("1 = 0")
+	if len(cq.Statuses) > 0 {
+		if cq.MaxAttempts > 0 {
+			cond = cond.Or("mirror_status IN ? AND mirror_attempts < ?", cq.Statuses, cq.MaxAttempts)
+		} else {
+			cond = cond.Or("mirror_status IN ?", cq.Statuses)
+		}
+	}
+	if !cq.StalePendingBefore.IsZero() {
+		cond = cond.Or("mirror_status = ? AND created_at < ?", MirrorPending, cq.StalePendingBefore.UTC())
+	}
+	db = db.Where(cond)
+	if !cq.Since.IsZero() {
+		db = db.Where("timestamp >= ?", cq.Since.UTC())
+	}
+	if !cq.Until.IsZero() {
+		db = db.Where("timestamp < ?", cq.Until.UTC())
+	}
+	return db
+}
+
+// MirrorCandidates returns messages to offer to the mirror, oldest first.
+func (s *Store) MirrorCandidates(ctx context.Context, cq CandidateQuery) ([]Message, error) {
+	limit := cq.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []Message
+	err := s.rdb.WithContext(ctx).Model(&Message{}).Scopes(cq.scope).
+		Where("id > ?", cq.AfterID).Order("id ASC").Limit(limit).Find(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("find mirror candidates: %w", err)
+	}
+	return out, nil
+}
+
+// DeferCandidates marks every message the query selects from id fromID on
+// as dropped, so that the reconciler offers it when the queue has room. It
+// returns how many it marked.
+func (s *Store) DeferCandidates(ctx context.Context, cq CandidateQuery, fromID int64) (int64, error) {
+	var n int64
+	err := s.exec(ctx, func(tx *gorm.DB) error {
+		res := tx.Model(&Message{}).Scopes(cq.scope).Where("id >= ?", fromID).
+			Update("mirror_status", MirrorDropped)
+		n = res.RowsAffected
+		if res.Error != nil {
+			return fmt.Errorf("defer mirror candidates: %w", res.Error)
+		}
+		return nil
+	})
+	return n, err
+}
+
+// CountByStatus returns how many messages are in each mirror state.
+func (s *Store) CountByStatus(ctx context.Context) (map[MirrorStatus]int64, error) {
+	var rows []struct {
+		MirrorStatus MirrorStatus
+		N            int64
+	}
+	err := s.rdb.WithContext(ctx).Model(&Message{}).
+		Select("mirror_status, COUNT(*) AS n").Group("mirror_status").Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("count by mirror status: %w", err)
+	}
+	out := map[MirrorStatus]int64{
+		MirrorPending: 0, MirrorMirrored: 0, MirrorDropped: 0, MirrorFailed: 0, MirrorDisabled: 0,
+	}
+	for _, r := range rows {
+		out[r.MirrorStatus] = r.N
+	}
+	return out, nil
+}
+
+// MirrorState is a message's mirror progress, read fresh.
+type MirrorState struct {
+	ID       int64
+	Status   MirrorStatus
+	Attempts int
+}
+
+// MirrorStates reads the current mirror state of the given messages.
+func (s *Store) MirrorStates(ctx context.Context, ids []int64) (map[int64]MirrorState, error) {
+	out := make(map[int64]MirrorState, len(ids))
+	err := inChunks(ids, func(part []int64) error {
+		var rows []struct {
+			ID             int64
+			MirrorStatus   MirrorStatus
+			MirrorAttempts int
+		}
+		if err := s.rdb.WithContext(ctx).Model(&Message{}).Select("id, mirror_status, mirror_attempts").
+			Where("id IN ?", part).Scan(&rows).Error; err != nil {
+			return fmt.Errorf("read mirror states: %w", err)
+		}
+		for _, r := range rows {
+			out[r.ID] = MirrorState{ID: r.ID, Status: r.MirrorStatus, Attempts: r.MirrorAttempts}
+		}
+		return nil
+	})
+	return out, err
+}

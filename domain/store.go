@@ -1,0 +1,451 @@
+package domain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+)
+
+// ErrClosed is returned by a store that has been closed.
+var ErrClosed = errors.New("store closed")
+
+// StoreOptions configures OpenStore.
+type StoreOptions struct {
+	Path        string       // SQLite file
+	Synchronous string       // NORMAL or FULL
+	Logger      *slog.Logger // for GORM's warnings and slow queries
+	// MaxBatch bounds how many messages one group commit may hold.
+	MaxBatch int
+}
+
+// Store is the SQLite store of messages. Every write goes through one
+// writer goroutine owning the only write connection: concurrent requests'
+// writes are coalesced into one transaction (group commit), so a commit's
+// fsync is shared by everyone waiting on it. Reads use a separate pool,
+// which WAL mode lets run beside the writer.
+type Store struct {
+	wdb    *gorm.DB
+	rdb    *gorm.DB
+	log    *slog.Logger
+	reqs   chan *writeReq
+	kick   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+	closed atomic.Bool
+	max    int
+
+	dropMu sync.Mutex
+	drops  []int64 // ids whose event the full queue turned away, recorded asynchronously
+
+	nextID int64 // owned by the writer goroutine
+}
+
+// writeReq is one caller's share of a group commit.
+type writeReq struct {
+	msgs    []Message
+	unsends []string
+	apply   func(tx *gorm.DB) error // status updates and other small writes
+	done    chan error
+	isNew   []bool // filled by the writer: which msgs were stored (not duplicates)
+	unsent  int
+}
+
+// OpenStore opens (creating if needed) the SQLite file, migrates the
+// schema and starts the writer.
+func OpenStore(opts StoreOptions) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 2000
+	}
+	sync := opts.Synchronous
+	if sync == "" {
+		sync = "NORMAL"
+	}
+	gcfg := &gorm.Config{
+		Logger:                 newGormLogger(opts.Logger),
+		SkipDefaultTransaction: true,
+		PrepareStmt:            false,
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+	}
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_busy_timeout", "5000")
+	q.Set("_synchronous", sync)
+	q.Set("_txlock", "immediate")
+	q.Set("_foreign_keys", "on")
+	wdb, err := gorm.Open(sqlite.Open("file:"+opts.Path+"?"+q.Encode()), gcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", opts.Path, err)
+	}
+	wsql, err := wdb.DB()
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", opts.Path, err)
+	}
+	// One writer connection: SQLite serialises writers anyway, and a pool of
+	// them only adds lock contention and busy-timeout stalls.
+	wsql.SetMaxOpenConns(1)
+	wsql.SetMaxIdleConns(1)
+	wsql.SetConnMaxLifetime(0)
+	if err := wdb.AutoMigrate(&Message{}, &healthCheck{}); err != nil {
+		_ = wsql.Close()
+		return nil, fmt.Errorf("migrate sqlite %s: %w", opts.Path, err)
+	}
+
+	rq := url.Values{}
+	rq.Set("_journal_mode", "WAL")
+	rq.Set("_busy_timeout", "5000")
+	rq.Set("_query_only", "true")
+	rdb, err := gorm.Open(sqlite.Open("file:"+opts.Path+"?"+rq.Encode()), gcfg)
+	if err != nil {
+		_ = wsql.Close()
+		return nil, fmt.Errorf("open sqlite reader %s: %w", opts.Path, err)
+	}
+	rsql, err := rdb.DB()
+	if err != nil {
+		_ = wsql.Close()
+		return nil, fmt.Errorf("open sqlite reader %s: %w", opts.Path, err)
+	}
+	rsql.SetMaxOpenConns(4)
+	rsql.SetMaxIdleConns(4)
+
+	s := &Store{
+		wdb:  wdb,
+		rdb:  rdb,
+		log:  opts.Logger,
+		reqs: make(chan *writeReq, 4096),
+		kick: make(chan struct{}, 1),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+		max:  opts.MaxBatch,
+	}
+	if err := s.loadNextID(); err != nil {
+		_ = wsql.Close()
+		_ = rsql.Close()
+		return nil, err
+	}
+	go s.run()
+	return s, nil
+}
+
+// healthCheck is a one-row table that readiness writes to, proving the
+// file is writable.
+type healthCheck struct {
+	ID        int `gorm:"primaryKey"`
+	CheckedAt time.Time
+}
+
+func (s *Store) loadNextID() error {
+	var maxID int64
+	if err := s.wdb.Raw("SELECT COALESCE(MAX(id), 0) FROM messages").Scan(&maxID).Error; err != nil {
+		return fmt.Errorf("read last message id: %w", err)
+	}
+	s.nextID = maxID + 1
+	return nil
+}
+
+// SaveResult says what one Save stored.
+type SaveResult struct {
+	// New holds the messages that were stored now, with ID and CreatedAt set,
+	// in the order given. Duplicates (a mid already stored) are not in it.
+	New        []Message
+	Duplicates int
+	Unsent     int // stored messages newly marked deleted
+}
+
+// Save stores msgs and applies unsends in one transaction, shared with
+// whatever other writes are waiting. It returns only after the commit. A
+// message whose instagram_message_id is already stored is skipped and
+// counted as a duplicate, not an error. Each message must have passed
+// Validate and carry its initial MirrorStatus.
+func (s *Store) Save(ctx context.Context, msgs []Message, unsends []string) (SaveResult, error) {
+	if len(msgs) == 0 && len(unsends) == 0 {
+		return SaveResult{}, nil
+	}
+	r := &writeReq{msgs: msgs, unsends: unsends}
+	if err := s.submit(ctx, r); err != nil {
+		return SaveResult{}, err
+	}
+	res := SaveResult{Unsent: r.unsent}
+	for i, ok := range r.isNew {
+		if ok {
+			res.New = append(res.New, r.msgs[i])
+		} else {
+			res.Duplicates++
+		}
+	}
+	return res, nil
+}
+
+// submit hands r to the writer and waits for its commit. A caller whose
+// context ends stops waiting, but the write may still commit.
+func (s *Store) submit(ctx context.Context, r *writeReq) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	r.done = make(chan error, 1)
+	select {
+	case s.reqs <- r:
+	case <-s.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-s.done:
+		// The writer may have answered just before it stopped.
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// exec runs fn in the writer, inside a group commit.
+func (s *Store) exec(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	return s.submit(ctx, &writeReq{apply: fn})
+}
+
+// MarkDropped records, without waiting, that the queue turned these
+// messages away. It never blocks: the writer folds it into its next commit.
+func (s *Store) MarkDropped(ids ...int64) {
+	if len(ids) == 0 || s.closed.Load() {
+		return
+	}
+	s.dropMu.Lock()
+	s.drops = append(s.drops, ids...)
+	s.dropMu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) run() {
+	defer close(s.done)
+	batch := make([]*writeReq, 0, 64)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-s.reqs:
+			batch = append(batch, r)
+		case <-s.kick:
+		case <-s.stop:
+			// Finish what was handed over before Close, then stop.
+			for {
+				select {
+				case r := <-s.reqs:
+					s.commit([]*writeReq{r})
+					continue
+				default:
+				}
+				break
+			}
+			s.commit(nil)
+			return
+		}
+		n := countMsgs(batch)
+	gather:
+		for n < s.max {
+			select {
+			case r := <-s.reqs:
+				batch = append(batch, r)
+				n += len(r.msgs)
+			default:
+				break gather
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func countMsgs(b []*writeReq) int {
+	n := 0
+	for _, r := range b {
+		n += len(r.msgs)
+	}
+	return n
+}
+
+// commit writes batch (and pending drop marks) in one transaction. When a
+// shared transaction fails, each request is retried alone so that one
+// request's failure is never another's.
+func (s *Store) commit(batch []*writeReq) {
+	s.dropMu.Lock()
+	drops := s.drops
+	s.drops = nil
+	s.dropMu.Unlock()
+	if len(batch) == 0 && len(drops) == 0 {
+		return
+	}
+	err := s.tx(batch, drops)
+	if err == nil {
+		for _, r := range batch {
+			r.done <- nil
+		}
+		return
+	}
+	if len(drops) > 0 {
+		s.log.Warn("record dropped mirror events", "count", len(drops), "err", err)
+	}
+	if len(batch) == 1 {
+		batch[0].done <- err
+		return
+	}
+	for _, r := range batch {
+		r.done <- s.tx([]*writeReq{r}, nil)
+	}
+}
+
+func (s *Store) tx(batch []*writeReq, drops []int64) error {
+	err := s.wdb.Transaction(func(tx *gorm.DB) error {
+		if err := s.insertAll(tx, batch); err != nil {
+			return err
+		}
+		for _, r := range batch {
+			if len(r.unsends) > 0 {
+				res := tx.Exec("UPDATE messages SET deleted = 1, deleted_at = ? WHERE deleted = 0 AND instagram_message_id IN ?",
+					time.Now().UTC(), r.unsends)
+				if res.Error != nil {
+					return fmt.Errorf("mark unsent: %w", res.Error)
+				}
+				r.unsent = int(res.RowsAffected)
+			}
+			if r.apply != nil {
+				if err := r.apply(tx); err != nil {
+					return err
+				}
+			}
+		}
+		for len(drops) > 0 {
+			n := min(len(drops), 500)
+			if err := tx.Exec("UPDATE messages SET mirror_status = ? WHERE mirror_status = ? AND id IN ?",
+				MirrorDropped, MirrorPending, drops[:n]).Error; err != nil {
+				return fmt.Errorf("mark dropped: %w", err)
+			}
+			drops = drops[n:]
+		}
+		return nil
+	})
+	if err != nil {
+		// Ids handed out inside the rolled-back transaction may be reused.
+		if lerr := s.loadNextID(); lerr != nil {
+			s.log.Error("reload last message id", "err", lerr)
+		}
+		return err
+	}
+	return nil
+}
+
+// insertCols are the columns a new message is inserted with; the rest
+// take their defaults.
+const insertCols = "(id, instagram_message_id, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid)"
+
+const colsPerRow = 12
+
+// rowsPerStmt keeps each statement well under SQLite's bound-variable limit.
+const rowsPerStmt = 400
+
+// insertAll inserts every message of the batch. The writer hands out ids
+// itself (it is the only writer), so RETURNING id tells exactly which rows
+// were inserted and which were skipped as duplicates, whatever order
+// SQLite returns them in.
+func (s *Store) insertAll(tx *gorm.DB, batch []*writeReq) error {
+	type slot struct {
+		r *writeReq
+		i int
+	}
+	var pending []slot
+	now := time.Now().UTC()
+	byID := make(map[int64]slot)
+	for _, r := range batch {
+		r.isNew = make([]bool, len(r.msgs))
+		for i := range r.msgs {
+			m := &r.msgs[i]
+			m.ID = s.nextID
+			s.nextID++
+			m.CreatedAt = now
+			pending = append(pending, slot{r, i})
+			byID[m.ID] = slot{r, i}
+		}
+	}
+	args := make([]any, 0, min(len(pending), rowsPerStmt)*colsPerRow)
+	for len(pending) > 0 {
+		chunk := pending[:min(len(pending), rowsPerStmt)]
+		pending = pending[len(chunk):]
+		args = args[:0]
+		sql := make([]byte, 0, 64+len(chunk)*30)
+		sql = append(sql, "INSERT INTO messages "+insertCols+" VALUES "...)
+		for k, sl := range chunk {
+			if k > 0 {
+				sql = append(sql, ',')
+			}
+			sql = append(sql, "(?,?,?,?,?,?,?,?,?,?,?,?)"...)
+			m := &sl.r.msgs[sl.i]
+			args = append(args, m.ID, m.InstagramMessageID, m.SenderID, m.RecipientID, string(m.Direction),
+				m.MessageText, m.Timestamp, m.CreatedAt, string(m.MirrorStatus), m.UserID, m.Attachments, m.ReplyToMID)
+		}
+		sql = append(sql, " ON CONFLICT DO NOTHING RETURNING id"...)
+		rows, err := tx.Raw(string(sql), args...).Rows()
+		if err != nil {
+			return fmt.Errorf("insert messages: %w", err)
+		}
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				_ = rows.Close()
+				return fmt.Errorf("insert messages: %w", err)
+			}
+			if sl, ok := byID[id]; ok {
+				sl.r.isNew[sl.i] = true
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return fmt.Errorf("insert messages: %w", err)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("insert messages: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close stops the writer after it has committed what it was handed, then
+// closes both connection pools.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	close(s.stop)
+	<-s.done
+	var errs []error
+	for _, db := range []*gorm.DB{s.rdb, s.wdb} {
+		if sqlDB, err := db.DB(); err == nil {
+			errs = append(errs, sqlDB.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckWritable proves the database accepts writes, through the writer.
+func (s *Store) CheckWritable(ctx context.Context) error {
+	return s.exec(ctx, func(tx *gorm.DB) error {
+		return tx.Exec("INSERT INTO health_checks (id, checked_at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET checked_at = excluded.checked_at",
+			time.Now().UTC()).Error
+	})
+}

@@ -1,0 +1,156 @@
+// Package events is igmirror's in-process event bus: a bounded channel of
+// MessageSaved events between the code that stores messages and the mirror
+// workers. Publishing never blocks: when the channel is full, the event is
+// dropped and counted, and the message waits in SQLite to be offered again.
+package events
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"igmirror/domain"
+)
+
+// MessageSaved says a message was committed to the local store. It carries
+// the whole message so that the mirror needs no read of its own.
+type MessageSaved struct {
+	Message domain.Message
+	// Verify asks the mirror to check whether the CRM already holds the
+	// message before inserting it: an earlier attempt's outcome is unknown.
+	Verify bool
+	// Recheck asks the mirror to read the message's state afresh before
+	// writing: the offer was made from a read that may be out of date.
+	Recheck bool
+}
+
+// Outcome is what happened to one published event.
+type Outcome int
+
+// The outcomes of Publish.
+const (
+	Queued        Outcome = iota // on the channel
+	DroppedFull                  // the channel was full
+	DroppedClosed                // the bus is closed (shutting down)
+	AlreadyQueued                // the same message is queued or being mirrored
+)
+
+// Drop reasons, as the metrics label them.
+const (
+	ReasonQueueFull = "queue_full"
+	ReasonClosed    = "shutdown"
+)
+
+// Bus is the bounded channel with its counters. The zero value is not
+// usable; call New.
+type Bus struct {
+	ch  chan MessageSaved
+	log *slog.Logger
+
+	mu       sync.RWMutex // guards closed against a send racing Close
+	closed   bool
+	inflight sync.Map // message id -> struct{}: queued or being mirrored
+
+	published   atomic.Uint64
+	droppedFull atomic.Uint64
+	droppedShut atomic.Uint64
+
+	logMu       sync.Mutex
+	lastLog     time.Time
+	unloggedDrp uint64
+	logEvery    time.Duration
+}
+
+// New returns a bus whose channel holds capacity events.
+func New(capacity int, log *slog.Logger) *Bus {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Bus{ch: make(chan MessageSaved, capacity), log: log, logEvery: 10 * time.Second}
+}
+
+// Publish offers ev to the channel without ever waiting. A message that is
+// already queued or in the mirror's hands is not queued twice.
+func (b *Bus) Publish(ev MessageSaved) Outcome {
+	id := ev.Message.ID
+	if _, dup := b.inflight.LoadOrStore(id, struct{}{}); dup {
+		return AlreadyQueued
+	}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		b.inflight.Delete(id)
+		b.droppedShut.Add(1)
+		return DroppedClosed
+	}
+	select {
+	case b.ch <- ev:
+		b.mu.RUnlock()
+		b.published.Add(1)
+		return Queued
+	default:
+		b.mu.RUnlock()
+		b.inflight.Delete(id)
+		b.droppedFull.Add(1)
+		b.noteDrop()
+		return DroppedFull
+	}
+}
+
+// noteDrop logs drops at most once per interval, with the count since the
+// last line: a full queue drops thousands a second, and a line each would
+// drown the log.
+func (b *Bus) noteDrop() {
+	b.logMu.Lock()
+	b.unloggedDrp++
+	now := time.Now()
+	if now.Sub(b.lastLog) < b.logEvery {
+		b.logMu.Unlock()
+		return
+	}
+	n := b.unloggedDrp
+	b.unloggedDrp = 0
+	b.lastLog = now
+	b.logMu.Unlock()
+	b.log.Warn("mirror queue full: events dropped; the messages stay in SQLite and are offered again",
+		"dropped_since_last_log", n, "dropped_total", b.droppedFull.Load(), "capacity", cap(b.ch))
+}
+
+// Events is the channel the mirror workers drain. It is closed by Close.
+func (b *Bus) Events() <-chan MessageSaved { return b.ch }
+
+// Done tells the bus the mirror has finished with a message (mirrored,
+// failed or given back), so that it may be offered again.
+func (b *Bus) Done(id int64) { b.inflight.Delete(id) }
+
+// Close stops publishing and closes the channel; the workers drain what is
+// left. Safe to call more than once.
+func (b *Bus) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		b.closed = true
+		close(b.ch)
+	}
+}
+
+// Len is the number of queued events.
+func (b *Bus) Len() int { return len(b.ch) }
+
+// Cap is the channel's capacity.
+func (b *Bus) Cap() int { return cap(b.ch) }
+
+// Room is how many events the channel can take now.
+func (b *Bus) Room() int { return cap(b.ch) - len(b.ch) }
+
+// Published counts events put on the channel.
+func (b *Bus) Published() uint64 { return b.published.Load() }
+
+// Dropped counts events turned away for reason (ReasonQueueFull or ReasonClosed).
+func (b *Bus) Dropped(reason string) uint64 {
+	if reason == ReasonClosed {
+		return b.droppedShut.Load()
+	}
+	return b.droppedFull.Load()
+}

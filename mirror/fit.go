@@ -1,0 +1,116 @@
+package mirror
+
+import (
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// column is what the sink knows of one CRM text column.
+type column struct {
+	charset  string // utf8mb4, utf8mb3, latin1, ascii ...
+	maxChars int    // 0 = no character bound (TEXT)
+	maxBytes int    // 0 = no byte bound (VARCHAR counts characters)
+}
+
+// defaultColumns is the CRM table of crm_messages.sql on a utf8mb4 server,
+// used until the real columns have been read.
+var defaultColumns = map[string]column{
+	"user_id":  {charset: "utf8mb4", maxChars: 100},
+	"username": {charset: "utf8mb4", maxChars: 100},
+	"message":  {charset: "utf8mb4", maxBytes: 65535},
+}
+
+// The TIMESTAMP column's range.
+var (
+	minTimestamp = time.Date(1970, 1, 1, 0, 0, 1, 0, time.UTC)
+	maxTimestamp = time.Date(2038, 1, 19, 3, 14, 7, 0, time.UTC)
+)
+
+// encodable reports whether charset can hold r. Unknown charsets are
+// treated as ASCII, which any of them holds.
+func encodable(charset string, r rune) bool {
+	switch strings.ToLower(charset) {
+	case "utf8mb4", "utf16", "utf32", "ucs2":
+		return true
+	case "utf8", "utf8mb3":
+		return r <= 0xFFFF
+	case "latin1":
+		// MySQL's latin1 is cp1252; the ISO-8859-1 range is the safe part.
+		return r <= 0xFF
+	default:
+		return r < 0x80
+	}
+}
+
+// encodedLen is how many bytes r takes in charset (for the ones we bound).
+func encodedLen(charset string, r rune) int {
+	switch strings.ToLower(charset) {
+	case "utf8mb4", "utf8", "utf8mb3":
+		return utf8.RuneLen(r)
+	case "utf16", "ucs2":
+		if r > 0xFFFF {
+			return 4
+		}
+		return 2
+	case "utf32":
+		return 4
+	default:
+		return 1
+	}
+}
+
+// fitText makes s fit c: characters the charset cannot hold become "?",
+// invalid UTF-8 too, and the text is cut at a character boundary to the
+// column's bound. It reports whether anything was lost.
+func fitText(s string, c column) (string, bool) {
+	lossy := false
+	var b strings.Builder
+	chars, bytes := 0, 0
+	for _, r := range s {
+		if r == utf8.RuneError || !encodable(c.charset, r) {
+			r = '?'
+			lossy = true
+		}
+		n := encodedLen(c.charset, r)
+		if (c.maxChars > 0 && chars+1 > c.maxChars) || (c.maxBytes > 0 && bytes+n > c.maxBytes) {
+			lossy = true
+			break
+		}
+		chars++
+		bytes += n
+		b.WriteRune(r)
+	}
+	if !lossy {
+		return s, false
+	}
+	return b.String(), true
+}
+
+// fitRow fits every text column of r and clamps its time to the TIMESTAMP
+// range.
+func fitRow(r *Row, cols map[string]column) {
+	var lost bool
+	if r.UserID, lost = fitText(r.UserID, cols["user_id"]); lost {
+		r.Degraded = true
+	}
+	if r.Username, lost = fitText(r.Username, cols["username"]); lost {
+		r.Degraded = true
+	}
+	if r.Message, lost = fitText(r.Message, cols["message"]); lost {
+		r.Degraded = true
+	}
+	switch {
+	case r.CreatedAt.Before(minTimestamp):
+		r.CreatedAt, r.Degraded = minTimestamp, true
+	case r.CreatedAt.After(maxTimestamp):
+		r.CreatedAt, r.Degraded = maxTimestamp, true
+	}
+}
+
+// asciiOnly is the last resort for a row the server still refuses.
+var asciiOnly = map[string]column{
+	"user_id":  {charset: "ascii", maxChars: 100},
+	"username": {charset: "ascii", maxChars: 100},
+	"message":  {charset: "ascii", maxBytes: 65535},
+}

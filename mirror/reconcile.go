@@ -1,0 +1,161 @@
+package mirror
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"igmirror/domain"
+	"igmirror/events"
+)
+
+// ReconcilerConfig tunes the reconciler.
+type ReconcilerConfig struct {
+	Interval    time.Duration // 0 = only the start-up pass
+	MaxAttempts int           // dropped/failed messages tried this often are left to an operator
+	// StaleAfter is how old a pending message must be before it counts as
+	// lost (its event neither queued nor recorded as dropped).
+	StaleAfter time.Duration
+	Logger     *slog.Logger
+}
+
+// CandidateStore is what the reconciler needs of the local store.
+type CandidateStore interface {
+	MirrorCandidates(ctx context.Context, q domain.CandidateQuery) ([]domain.Message, error)
+	DeferCandidates(ctx context.Context, q domain.CandidateQuery, fromID int64) (int64, error)
+}
+
+var _ CandidateStore = (*domain.Store)(nil)
+
+// Reconciler offers the mirror, again, the messages it has not yet
+// mirrored: at start-up every pending one, then periodically the dropped,
+// the failed (up to MaxAttempts) and the stale pending, oldest first and
+// only while the queue has room, so it never competes with the webhook.
+type Reconciler struct {
+	cfg     ReconcilerConfig
+	store   CandidateStore
+	bus     *events.Bus
+	log     *slog.Logger
+	started time.Time
+
+	offered atomic.Uint64
+}
+
+// NewReconciler wires a reconciler; Run runs it.
+func NewReconciler(cfg ReconcilerConfig, store CandidateStore, bus *events.Bus) *Reconciler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = time.Minute
+	}
+	return &Reconciler{cfg: cfg, store: store, bus: bus, log: cfg.Logger.With("component", "reconciler"), started: time.Now().UTC()}
+}
+
+// Offered counts events the reconciler and resyncs have queued.
+func (r *Reconciler) Offered() uint64 { return r.offered.Load() }
+
+// Run makes the start-up pass, then reconciles every Interval until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) {
+	r.startupPass(ctx)
+	if r.cfg.Interval <= 0 {
+		return
+	}
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		q := domain.CandidateQuery{
+			Statuses:           []domain.MirrorStatus{domain.MirrorDropped, domain.MirrorFailed},
+			MaxAttempts:        r.cfg.MaxAttempts,
+			StalePendingBefore: time.Now().Add(-r.cfg.StaleAfter),
+		}
+		res, err := r.Offer(ctx, q)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("reconcile", "err", err)
+		} else if res.Offered > 0 {
+			r.log.Info("reconciled", "offered", res.Offered, "queue_full", res.Full)
+		}
+	}
+}
+
+// startupPass offers every message left pending by the previous run (the
+// drain timeout, a crash), waiting for room as long as it takes.
+func (r *Reconciler) startupPass(ctx context.Context) {
+	q := domain.CandidateQuery{StalePendingBefore: r.started}
+	total := 0
+	for ctx.Err() == nil {
+		res, err := r.Offer(ctx, q)
+		total += res.Offered
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("offer pending messages at start-up", "err", err)
+			}
+			return
+		}
+		if !res.Full {
+			break
+		}
+		q.AfterID = res.StoppedAt - 1
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if total > 0 {
+		r.log.Info("offered messages left pending by the previous run", "count", total)
+	}
+}
+
+// OfferResult says what one Offer did.
+type OfferResult struct {
+	Offered   int   // queued
+	Full      bool  // the queue filled before every candidate was offered
+	StoppedAt int64 // when Full: the id of the first message not offered
+}
+
+// Offer pages through the candidates oldest first and queues them while
+// the queue has room. It never waits for room.
+func (r *Reconciler) Offer(ctx context.Context, q domain.CandidateQuery) (OfferResult, error) {
+	var res OfferResult
+	for ctx.Err() == nil {
+		room := r.bus.Room()
+		q.Limit = min(max(room, 1), 500)
+		cands, err := r.store.MirrorCandidates(ctx, q)
+		if err != nil || len(cands) == 0 {
+			return res, err
+		}
+		for i := range cands {
+			m := &cands[i]
+			ev := events.MessageSaved{Message: *m, Verify: m.MirrorAttempts > 0 || m.MirrorStatus == domain.MirrorMirrored, Recheck: true}
+			switch r.bus.Publish(ev) {
+			case events.Queued:
+				res.Offered++
+				r.offered.Add(1)
+			case events.AlreadyQueued:
+			default:
+				res.Full, res.StoppedAt = true, m.ID
+				return res, nil
+			}
+			q.AfterID = m.ID
+		}
+	}
+	return res, ctx.Err()
+}
+
+// Resync offers the messages an operator chose. What the full queue turns
+// away is marked dropped, so the reconciler brings it over later; it
+// returns how many were offered and how many were turned away.
+func (r *Reconciler) Resync(ctx context.Context, q domain.CandidateQuery) (offered, turnedAway int, err error) {
+	res, err := r.Offer(ctx, q)
+	if err != nil || !res.Full {
+		return res.Offered, 0, err
+	}
+	n, err := r.store.DeferCandidates(ctx, q, res.StoppedAt)
+	return res.Offered, int(n), err
+}
