@@ -39,6 +39,7 @@ type App struct {
 	publicSrv, adminSrv *http.Server
 	errs                chan error
 
+	started   time.Time
 	recCancel context.CancelFunc
 	recDone   chan struct{}
 	stopOnce  sync.Once
@@ -48,7 +49,7 @@ type App struct {
 // cannot) but never needs the CRM: a CRM that is down or refuses the
 // password is reported, and retried, while the service runs.
 func New(cfg config.Config, log *slog.Logger) (*App, error) {
-	a := &App{cfg: cfg, log: log, metrics: newMetrics(), errs: make(chan error, 2)}
+	a := &App{cfg: cfg, log: log, metrics: newMetrics(), errs: make(chan error, 2), started: time.Now().UTC()}
 	log.Info("starting igmirror", "config", cfg)
 	if cfg.InstagramAppSecret == "" {
 		if cfg.InstagramAllowUnsigned {
@@ -118,7 +119,7 @@ func (a *App) buildMirror() error {
 // mirrorStatus is the CRM state, "disabled" when the mirror is off.
 func (a *App) mirrorStatus() mirror.Status {
 	if a.pool == nil {
-		return mirror.Status{State: mirror.StateDisabled}
+		return mirror.Status{State: mirror.StateDisabled, Since: a.started}
 	}
 	return a.pool.Status()
 }
