@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"igmirror/domain"
 )
 
 // DefaultGraphURL is the Instagram Graph API base a ProfileClient uses when
@@ -239,7 +241,7 @@ func (c *ProfileClient) fetch(ctx context.Context, userID string) (string, time.
 			"graph_code", p.Error.Code,
 			"graph_subcode", p.Error.Subcode,
 			"graph_type", p.Error.Type,
-			"graph_message", c.redact(truncate(p.Error.Message, 200)))
+			"graph_message", c.redact(domain.TruncateUTF8(p.Error.Message, 200)))
 	}
 	c.log.WarnContext(ctx, "instagram profile look-up failed", attrs...)
 	return "", errorTTL
@@ -279,16 +281,6 @@ func (c *ProfileClient) redact(s string) string {
 	}
 	s = strings.ReplaceAll(s, c.token, "[redacted]")
 	return strings.ReplaceAll(s, url.QueryEscape(c.token), "[redacted]")
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // validUsername accepts what can go into the CRM's username column as is:
