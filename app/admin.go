@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"igmirror/domain"
+	"igmirror/events"
 
 	"github.com/labstack/echo/v4"
 )
@@ -21,10 +22,14 @@ import (
 // few filters.
 const adminBodyLimit = 1 << 20
 
-// newAdmin builds the admin listener's routes, every one behind the token.
+// newAdmin builds the admin listener's routes. The token check wraps the
+// whole listener, not a route group: so every path, known or not, is
+// refused without the token, and a wrong method on a known path is a 405
+// rather than the group's catch-all 404.
 func (a *App) newAdmin() *echo.Echo {
 	e := a.newEcho("admin")
-	g := e.Group("/admin", a.requireToken)
+	e.Use(a.requireToken)
+	g := e.Group("/admin")
 	g.GET("/messages", a.listMessages)
 	g.GET("/messages/:id", a.getMessage)
 	g.POST("/messages", a.postMessage)
@@ -42,18 +47,30 @@ func (a *App) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 		if a.cfg.AdminToken == "" {
 			return newAPIError(http.StatusForbidden, "admin API disabled: ADMIN_TOKEN is not set")
 		}
-		h := c.Request().Header.Get(echo.HeaderAuthorization)
-		tok, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || tok == "" {
+		tok, ok := bearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
+		if !ok {
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="igmirror-admin"`)
-			return newAPIError(http.StatusUnauthorized, "missing bearer token")
+			return newAPIError(http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer <ADMIN_TOKEN>")
 		}
 		got := sha256.Sum256([]byte(tok))
 		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="igmirror-admin", error="invalid_token"`)
 			return newAPIError(http.StatusUnauthorized, "invalid bearer token")
 		}
 		return next(c)
 	}
+}
+
+// bearerToken takes the token out of an Authorization header value. The
+// scheme is case-insensitive (RFC 9110 section 11.1); any other scheme,
+// such as Basic, is no token at all.
+func bearerToken(h string) (string, bool) {
+	const scheme = "bearer "
+	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return "", false
+	}
+	tok := strings.TrimSpace(h[len(scheme):])
+	return tok, tok != ""
 }
 
 func badParam(name, why string) error {
@@ -238,7 +255,7 @@ func (a *App) mirrorStats(c echo.Context) error {
 		"queue_capacity":   a.bus.Cap(),
 		"workers":          0,
 		"published":        a.bus.Published(),
-		"dropped":          a.bus.Dropped("queue_full"),
+		"dropped":          a.bus.Dropped(events.ReasonQueueFull),
 		"mirrored":         uint64(0),
 		"failed":           uint64(0),
 		"retried":          uint64(0),

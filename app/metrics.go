@@ -128,7 +128,8 @@ func (m *metrics) registerBus(bus *events.Bus) {
 func (m *metrics) registerMirror(pool *mirror.Pool, rec *mirror.Reconciler, status func() mirror.Status) {
 	for _, o := range mirror.Outcomes {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: ns, Name: "mirror_rows_total", Help: "CRM rows by outcome.",
+			Namespace: ns, Name: "mirror_inserts_total",
+			Help:        "CRM row inserts by outcome: ok, already_present (found by a check, not inserted again), transient_error (retried), permanent_error and row_failed (marked failed).",
 			ConstLabels: prometheus.Labels{"outcome": o},
 		}, func() float64 {
 			if pool == nil {

@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -62,7 +64,7 @@ func (a *App) requestLog(listener string) echo.MiddlewareFunc {
 			}
 			c.Response().Header().Set(echo.HeaderXRequestID, id)
 			c.Set("request_id", id)
-			err := next(c)
+			err := callRecovering(next, c)
 			if err != nil {
 				// Let the error handler write the response, so the status is known.
 				c.Error(err)
@@ -76,11 +78,29 @@ func (a *App) requestLog(listener string) echo.MiddlewareFunc {
 			a.metrics.httpDuration.WithLabelValues(listener, route, strconv.Itoa(status)).Observe(d.Seconds())
 			a.log.LogAttrs(req.Context(), levelFor(status), "http request",
 				slog.String("listener", listener), slog.String("request_id", id), slog.String("method", req.Method),
-				slog.String("path", req.URL.Path), slog.Int("status", status), slog.Int("bytes_in", int(req.ContentLength)),
+				slog.String("path", req.URL.Path), slog.String("route", route), slog.Int("status", status),
+				slog.Int64("bytes_in", req.ContentLength), slog.Int64("bytes_out", c.Response().Size),
 				slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote_ip", c.RealIP()))
 			return nil
 		}
 	}
+}
+
+// callRecovering runs next and turns a panic into an error, so that a bug
+// in one handler answers a JSON 500 and still gets its access-log line
+// instead of a dropped connection.
+func callRecovering(next echo.HandlerFunc, c echo.Context) (err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if r == http.ErrAbortHandler {
+			panic(r)
+		}
+		err = fmt.Errorf("handler panic: %v\n%s", r, debug.Stack())
+	}()
+	return next(c)
 }
 
 func validRequestID(id string) bool {
@@ -123,6 +143,14 @@ func (a *App) statusFor(err error, c echo.Context) (int, string) {
 	case errors.As(err, &ae):
 		return ae.status, ae.msg
 	case errors.As(err, &he):
+		// The router's own answers get sentences in our style; other
+		// HTTPErrors keep their message when it is meant for the client.
+		switch {
+		case he.Code == http.StatusNotFound:
+			return he.Code, "not found: no endpoint at this path"
+		case he.Code == http.StatusMethodNotAllowed:
+			return he.Code, "method not allowed on this path"
+		}
 		msg := http.StatusText(he.Code)
 		if s, ok := he.Message.(string); ok && he.Code < 500 {
 			msg = s
