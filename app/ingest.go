@@ -40,7 +40,9 @@ func (in *ingester) ingest(ctx context.Context, source string, msgs []domain.Mes
 	for i := range msgs {
 		msgs[i].MirrorStatus = status
 	}
-	res, err := in.store.Save(ctx, msgs, unsends)
+	// A client that hangs up must not leave a committed message unpublished:
+	// once handed to the writer the save completes, and so does the publish.
+	res, err := in.store.Save(context.WithoutCancel(ctx), msgs, unsends)
 	if err != nil {
 		return res, err
 	}

@@ -71,8 +71,16 @@ func New(capacity int, log *slog.Logger) *Bus {
 }
 
 // Publish offers ev to the channel without ever waiting. A message that is
-// already queued or in the mirror's hands is not queued twice.
-func (b *Bus) Publish(ev MessageSaved) Outcome {
+// already queued or in the mirror's hands is not queued twice. Every event
+// turned away is counted and (rate-limited) logged as a drop.
+func (b *Bus) Publish(ev MessageSaved) Outcome { return b.offer(ev, true) }
+
+// Offer is Publish for a message offered again (reconciler, resync): a
+// full queue turns it away without counting a drop, since the message is
+// already recorded as waiting in the store.
+func (b *Bus) Offer(ev MessageSaved) Outcome { return b.offer(ev, false) }
+
+func (b *Bus) offer(ev MessageSaved, countDrop bool) Outcome {
 	id := ev.Message.ID
 	if _, dup := b.inflight.LoadOrStore(id, struct{}{}); dup {
 		return AlreadyQueued
@@ -81,7 +89,9 @@ func (b *Bus) Publish(ev MessageSaved) Outcome {
 	if b.closed {
 		b.mu.RUnlock()
 		b.inflight.Delete(id)
-		b.droppedShut.Add(1)
+		if countDrop {
+			b.droppedShut.Add(1)
+		}
 		return DroppedClosed
 	}
 	select {
@@ -92,8 +102,10 @@ func (b *Bus) Publish(ev MessageSaved) Outcome {
 	default:
 		b.mu.RUnlock()
 		b.inflight.Delete(id)
-		b.droppedFull.Add(1)
-		b.noteDrop()
+		if countDrop {
+			b.droppedFull.Add(1)
+			b.noteDrop()
+		}
 		return DroppedFull
 	}
 }

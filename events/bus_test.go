@@ -241,3 +241,33 @@ func decode(t *testing.T, line string) map[string]any {
 	}
 	return m
 }
+
+// TestOfferDoesNotCountDrops: a re-offer turned away by a full queue is not
+// a lost webhook event, so neither the drop counter nor the log moves.
+func TestOfferDoesNotCountDrops(t *testing.T) {
+	b, logs := newLogged(1)
+	if got := b.Offer(ev(1)); got != Queued {
+		t.Fatalf("first offer: got %v, want Queued", got)
+	}
+	if got := b.Offer(ev(1)); got != AlreadyQueued {
+		t.Fatalf("same id again: got %v, want AlreadyQueued", got)
+	}
+	if got := b.Offer(ev(2)); got != DroppedFull {
+		t.Fatalf("offer into a full queue: got %v, want DroppedFull", got)
+	}
+	if got := b.Dropped(ReasonQueueFull); got != 0 {
+		t.Errorf("dropped after a refused offer: got %d, want 0", got)
+	}
+	if got := strings.Join(logs.lines(), ""); got != "" {
+		t.Errorf("log after a refused offer: got %q, want nothing", got)
+	}
+	if got := b.Publish(ev(3)); got != DroppedFull {
+		t.Fatalf("publish into a full queue: got %v, want DroppedFull", got)
+	}
+	if got := b.Dropped(ReasonQueueFull); got != 1 {
+		t.Errorf("dropped after a refused publish: got %d, want 1", got)
+	}
+	if got := b.Published(); got != 1 {
+		t.Errorf("published: got %d, want 1", got)
+	}
+}

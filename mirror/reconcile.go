@@ -13,9 +13,14 @@ import (
 // ReconcilerConfig tunes the reconciler.
 type ReconcilerConfig struct {
 	Interval    time.Duration // 0 = only the start-up pass
-	MaxAttempts int           // dropped/failed messages tried this often are left to an operator
+	MaxAttempts int           // failed messages tried this often are left to an operator
 	// StaleAfter is how old a pending message must be before it counts as
-	// lost (its event neither queued nor recorded as dropped).
+	// lost (its event neither queued nor recorded as dropped). Zero means
+	// the interval, at most a minute: offering a pending message whose
+	// event is still queued or in a worker's hands is harmless (the bus
+	// turns it away as already queued), so "stale" only has to keep the
+	// periodic pass from rereading the whole queue's worth of rows each
+	// time.
 	StaleAfter time.Duration
 	Logger     *slog.Logger
 }
@@ -49,6 +54,9 @@ func NewReconciler(cfg ReconcilerConfig, store CandidateStore, bus *events.Bus) 
 	}
 	if cfg.StaleAfter <= 0 {
 		cfg.StaleAfter = time.Minute
+		if cfg.Interval > 0 {
+			cfg.StaleAfter = min(cfg.Interval, time.Minute)
+		}
 	}
 	return &Reconciler{cfg: cfg, store: store, bus: bus, log: cfg.Logger.With("component", "reconciler"), started: time.Now().UTC()}
 }
@@ -120,7 +128,9 @@ type OfferResult struct {
 }
 
 // Offer pages through the candidates oldest first and queues them while
-// the queue has room. It never waits for room.
+// the queue has room. It never waits for room. It offers through
+// Bus.Offer, so a full queue turning it away is not counted as an event
+// the webhook's messages lost.
 func (r *Reconciler) Offer(ctx context.Context, q domain.CandidateQuery) (OfferResult, error) {
 	var res OfferResult
 	for ctx.Err() == nil {
@@ -132,8 +142,12 @@ func (r *Reconciler) Offer(ctx context.Context, q domain.CandidateQuery) (OfferR
 		}
 		for i := range cands {
 			m := &cands[i]
+			// Verify: an earlier attempt may have reached the CRM; a
+			// mirrored one is offered only by an operator who wants the CRM
+			// checked. Recheck: this read may be out of date by the time a
+			// worker takes the event.
 			ev := events.MessageSaved{Message: *m, Verify: m.MirrorAttempts > 0 || m.MirrorStatus == domain.MirrorMirrored, Recheck: true}
-			switch r.bus.Publish(ev) {
+			switch r.bus.Offer(ev) {
 			case events.Queued:
 				res.Offered++
 				r.offered.Add(1)
