@@ -114,8 +114,10 @@ func (s *Store) GetByMID(ctx context.Context, mid string) (Message, error) {
 // CandidateQuery selects messages to offer to the mirror again.
 type CandidateQuery struct {
 	Statuses []MirrorStatus
-	// MaxAttempts, when above 0, leaves out dropped and failed messages that
-	// have been tried that many times already.
+	// MaxAttempts, when above 0, leaves out failed messages that have been
+	// tried that many times already. Dropped ones are never left out: the
+	// CRM did not refuse them (an operator's resync with a full queue marks
+	// even over-tried ones dropped, to be offered when there is room).
 	MaxAttempts int
 	// StalePendingBefore, when set, adds pending messages stored before it.
 	StalePendingBefore time.Time
@@ -129,7 +131,7 @@ func (cq CandidateQuery) scope(db *gorm.DB) *gorm.DB {
 	cond := db.Session(&gorm.Session{NewDB: true}).Where("1 = 0")
 	if len(cq.Statuses) > 0 {
 		if cq.MaxAttempts > 0 {
-			cond = cond.Or("mirror_status IN ? AND mirror_attempts < ?", cq.Statuses, cq.MaxAttempts)
+			cond = cond.Or("mirror_status IN ? AND (mirror_status <> ? OR mirror_attempts < ?)", cq.Statuses, MirrorFailed, cq.MaxAttempts)
 		} else {
 			cond = cond.Or("mirror_status IN ?", cq.Statuses)
 		}

@@ -1,11 +1,10 @@
 package mirror
 
 import (
-	"context"
-	"database/sql/driver"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
-	"io"
-	"net"
+	"fmt"
 	"syscall"
 
 	"github.com/go-sql-driver/mysql"
@@ -25,19 +24,48 @@ const (
 	RowData
 )
 
+// String names the class, for logs and test failures.
+func (c Class) String() string {
+	switch c {
+	case Transient:
+		return "transient"
+	case Permanent:
+		return "permanent"
+	case RowData:
+		return "row data"
+	}
+	return fmt.Sprintf("class(%d)", int(c))
+}
+
 // Classify says what kind of error err is, and whether the statement's
 // outcome is unknown (it may have been applied before the connection
 // failed), so that the next attempt must check before inserting again.
+//
+// An error the server answered with means the statement did not apply
+// (an autocommit INSERT is atomic), except the client-side "server gone"
+// codes, which may be reported after the statement was sent. A broken or
+// timed-out connection leaves the outcome unknown; a refused one does not,
+// since nothing was sent.
 func Classify(err error) (class Class, unknownOutcome bool) {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		switch me.Number {
-		case 1045, 1044, 1049, 1146, 1142, 1143, 1054, 1064, 1227, 1251:
-			// access denied, unknown database or table, no privilege, bad column
+		case 1045, 1698, 1044, 1130, 1129, 1862, 1820, 3118, 4151,
+			1049, 1146, 1142, 1143, 1054, 1064, 1227, 1251:
+			// access denied (1698: MariaDB's form of it for an unknown
+			// user), host not allowed or blocked, password expired, account
+			// locked; unknown database or table, no privilege, bad column,
+			// auth protocol the server refuses
 			return Permanent, false
-		case 1366, 1406, 1292, 1265, 1264, 1300, 3988:
-			// incorrect string value, data too long, bad datetime, truncation
+		case 1366, 1406, 1292, 1265, 1264, 1300, 3988, 1153:
+			// incorrect string value, data too long, bad datetime,
+			// truncation; 1153: the statement is over max_allowed_packet,
+			// so its rows must go one by one
 			return RowData, false
+		case 2006, 2013:
+			// server gone away, lost connection during the query: as a
+			// client error, possibly after the statement was applied
+			return Transient, true
 		default:
 			// lock wait 1205, deadlock 1213, too many connections 1040,
 			// shutdown 1053, read-only 1290 and the rest: the server answered,
@@ -45,19 +73,32 @@ func Classify(err error) (class Class, unknownOutcome bool) {
 			return Transient, false
 		}
 	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, mysql.ErrInvalidConn),
-		errors.Is(err, driver.ErrBadConn), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
-		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return Transient, true
-	case errors.Is(err, syscall.ECONNREFUSED):
+	if errors.Is(err, mysql.ErrPktTooLarge) {
+		// Refused by the driver before sending: smaller statements will do.
+		return RowData, false
+	}
+	if errors.Is(err, mysql.ErrNoTLS) || isCertificateError(err) {
+		// CRM_MYSQL_TLS asks for what the server cannot give: nothing was
+		// sent, and only an operator can fix it.
+		return Permanent, false
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
 		return Transient, false
 	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return Transient, true
-	}
+	// Timeouts, resets, EOF, a bad connection and anything unknown: the
+	// statement may have reached the server.
 	return Transient, true
+}
+
+// isCertificateError reports whether err is a failed TLS certificate check.
+func isCertificateError(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 // isAuthOrSchema reports whether err means the CRM is misconfigured rather

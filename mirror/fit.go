@@ -36,11 +36,22 @@ func encodable(charset string, r rune) bool {
 	case "utf8", "utf8mb3":
 		return r <= 0xFFFF
 	case "latin1":
-		// MySQL's latin1 is cp1252; the ISO-8859-1 range is the safe part.
-		return r <= 0xFF
+		// MySQL's latin1 is cp1252: 0x80-0x9F hold the euro sign, curly
+		// quotes and dashes (common in real text), plus five C1 controls;
+		// the other C1 controls have no code and strict mode refuses them.
+		return r <= 0x7F || (r >= 0xA0 && r <= 0xFF) || cp1252High[r]
 	default:
 		return r < 0x80
 	}
+}
+
+// cp1252High are the characters MySQL's latin1 stores in bytes 0x80-0x9F.
+var cp1252High = map[rune]bool{
+	'€': true, '‚': true, 'ƒ': true, '„': true, '…': true, '†': true, '‡': true, 'ˆ': true,
+	'‰': true, 'Š': true, '‹': true, 'Œ': true, 'Ž': true, '‘': true, '’': true, '“': true,
+	'”': true, '•': true, '–': true, '—': true, '˜': true, '™': true, 'š': true, '›': true,
+	'œ': true, 'ž': true, 'Ÿ': true,
+	'\u0081': true, '\u008d': true, '\u008f': true, '\u0090': true, '\u009d': true,
 }
 
 // encodedLen is how many bytes r takes in charset (for the ones we bound).
@@ -67,8 +78,10 @@ func fitText(s string, c column) (string, bool) {
 	lossy := false
 	var b strings.Builder
 	chars, bytes := 0, 0
-	for _, r := range s {
-		if r == utf8.RuneError || !encodable(c.charset, r) {
+	for i, r := range s {
+		// A RuneError of width 1 is a byte that is not UTF-8; U+FFFD
+		// spelled out is a character like any other.
+		if (r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD")) || !encodable(c.charset, r) {
 			r = '?'
 			lossy = true
 		}

@@ -31,7 +31,9 @@ type Sink interface {
 	// something.
 	Insert(ctx context.Context, rows []Row) error
 	// Existing reports, for each row, whether the table already holds it
-	// (same user, direction, time and text). Rows must have been fitted.
+	// (same user, direction, time and text). Before looking it makes sure
+	// that no INSERT of unknown outcome can still land, so the answer is
+	// final. It fits the rows first, as Insert does.
 	Existing(ctx context.Context, rows []Row) ([]bool, error)
 	// Ping checks the connection and the table.
 	Ping(ctx context.Context) error

@@ -40,6 +40,18 @@ type MySQLSink struct {
 	mu   sync.RWMutex
 	cols map[string]column
 	read bool // cols came from the server
+
+	// threads maps a pooled connection (the driver's, as database/sql
+	// hands it out) to its server thread id, so that the id costs one
+	// query per connection, not per INSERT.
+	threadMu sync.Mutex
+	threads  map[any]uint64
+	// suspects are the server threads of INSERTs whose outcome is
+	// unknown: the server may still be running them (a lock wait) or
+	// their bytes may still be on the way. They are killed, and waited
+	// for, before the next check of what the table holds.
+	suspects map[uint64]bool
+	killWarn sync.Once
 }
 
 var _ Sink = (*MySQLSink)(nil)
@@ -109,11 +121,13 @@ func OpenMySQL(c MySQLConfig) (*MySQLSink, error) {
 	sqlDB.SetConnMaxLifetime(3 * time.Minute)
 	sqlDB.SetConnMaxIdleTime(time.Minute)
 	return &MySQLSink{
-		db:    db,
-		sqlDB: sqlDB,
-		table: "`" + c.Table + "`",
-		log:   c.Logger,
-		cols:  defaultColumns,
+		db:       db,
+		sqlDB:    sqlDB,
+		table:    "`" + c.Table + "`",
+		log:      c.Logger,
+		cols:     defaultColumns,
+		threads:  map[any]uint64{},
+		suspects: map[uint64]bool{},
 	}, nil
 }
 
@@ -123,10 +137,15 @@ func (s *MySQLSink) Close() error { return s.sqlDB.Close() }
 // Ping checks the connection, reads the table's columns once, and proves
 // the table is there.
 func (s *MySQLSink) Ping(ctx context.Context) error {
-	if err := s.sqlDB.PingContext(ctx); err != nil {
-		return err
-	}
-	if err := s.db.WithContext(ctx).Exec("SELECT 1 FROM " + s.table + " LIMIT 0").Error; err != nil {
+	err := s.db.WithContext(ctx).Connection(func(tx *gorm.DB) error {
+		// Learning the connection's thread id here saves the first INSERT
+		// on it a round trip.
+		if _, err := s.threadID(tx); err != nil {
+			return err
+		}
+		return tx.Exec("SELECT 1 FROM " + s.table + " LIMIT 0").Error
+	})
+	if err != nil {
 		return err
 	}
 	s.mu.RLock()
@@ -230,7 +249,106 @@ func (s *MySQLSink) insert(ctx context.Context, rows []Row) error {
 		r := &rows[i]
 		args = append(args, r.UserID, r.Username, r.Direction, r.Message, r.CreatedAt)
 	}
-	return s.db.WithContext(ctx).Exec(b.String(), args...).Error
+	return s.db.WithContext(ctx).Connection(func(tx *gorm.DB) error {
+		id, err := s.threadID(tx)
+		if err != nil {
+			return err
+		}
+		err = tx.Exec(b.String(), args...).Error
+		if _, unknown := Classify(err); err != nil && unknown && id != 0 {
+			s.threadMu.Lock()
+			s.suspects[id] = true
+			s.threadMu.Unlock()
+		}
+		return err
+	})
+}
+
+// maxThreads bounds the thread id cache; past it the cache starts again
+// (connections come and go, and a miss costs one query).
+const maxThreads = 64
+
+// threadID returns the server thread id of tx's dedicated connection.
+func (s *MySQLSink) threadID(tx *gorm.DB) (uint64, error) {
+	conn, ok := tx.Statement.ConnPool.(*sql.Conn)
+	if !ok {
+		return 0, nil
+	}
+	var key any
+	_ = conn.Raw(func(dc any) error { key = dc; return nil })
+	s.threadMu.Lock()
+	id, ok := s.threads[key]
+	s.threadMu.Unlock()
+	if ok {
+		return id, nil
+	}
+	if err := tx.Raw("SELECT CONNECTION_ID()").Scan(&id).Error; err != nil {
+		return 0, err
+	}
+	s.threadMu.Lock()
+	if len(s.threads) >= maxThreads {
+		clear(s.threads)
+	}
+	s.threads[key] = id
+	s.threadMu.Unlock()
+	return id, nil
+}
+
+// settle kills the server threads of INSERTs whose outcome is unknown and
+// waits until they are gone, so that what the table holds afterwards is
+// final: a statement the server was still running (waiting for a lock)
+// is rolled back, and bytes still in the network reach a closed socket.
+// Without it, a check could miss a row that such a statement writes a
+// moment later, and the row would be written twice.
+func (s *MySQLSink) settle(ctx context.Context) error {
+	s.threadMu.Lock()
+	ids := make([]uint64, 0, len(s.suspects))
+	for id := range s.suspects {
+		ids = append(ids, id)
+	}
+	s.threadMu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	for _, id := range ids {
+		err := s.db.WithContext(ctx).Exec(fmt.Sprintf("KILL CONNECTION %d", id)).Error
+		var me *mysql.MySQLError
+		switch {
+		case err == nil:
+		case errors.As(err, &me) && me.Number == 1094:
+			// Unknown thread: it has ended already.
+		case errors.As(err, &me):
+			// The server will not let us (a proxy in front of it, a
+			// restricted account): check without this safeguard.
+			s.killWarn.Do(func() {
+				s.log.Warn("crm: cannot end the connection of an insert whose outcome is unknown; a statement the server is still running could write its row twice",
+					"err", errText(err))
+			})
+		default:
+			return err
+		}
+	}
+	for {
+		var alive int64
+		err := s.db.WithContext(ctx).Raw("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID IN ?", ids).Scan(&alive).Error
+		if err != nil {
+			return err
+		}
+		if alive == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	s.threadMu.Lock()
+	for _, id := range ids {
+		delete(s.suspects, id)
+	}
+	s.threadMu.Unlock()
+	return nil
 }
 
 // Existing reports which rows the table already holds. The CRM table has
@@ -241,6 +359,9 @@ func (s *MySQLSink) Existing(ctx context.Context, rows []Row) ([]bool, error) {
 		return out, nil
 	}
 	s.fit(rows)
+	if err := s.settle(ctx); err != nil {
+		return nil, err
+	}
 	var b strings.Builder
 	b.WriteString("SELECT user_id, direction, created_at, message FROM ")
 	b.WriteString(s.table)

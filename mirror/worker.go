@@ -287,8 +287,9 @@ func (p *Pool) handle(batch []events.MessageSaved) {
 }
 
 // recheck reads afresh the state of messages offered from a possibly
-// stale read, leaving out those mirrored meanwhile (unless the offer asked
-// for a CRM check) and asking for a check where an attempt was made.
+// stale read, leaving out those mirrored since that read (a message that
+// was already mirrored when offered is an operator's request to check the
+// CRM) and asking for a check wherever an attempt was made.
 func (p *Pool) recheck(batch []events.MessageSaved) []events.MessageSaved {
 	var ids []int64
 	for i := range batch {
@@ -312,7 +313,7 @@ func (p *Pool) recheck(batch []events.MessageSaved) []events.MessageSaved {
 	for _, ev := range batch {
 		if ev.Recheck {
 			st, ok := states[ev.Message.ID]
-			if !ok || (st.Status == domain.MirrorMirrored && !ev.Verify) {
+			if !ok || (st.Status == domain.MirrorMirrored && ev.Message.MirrorStatus != domain.MirrorMirrored) {
 				continue
 			}
 			ev.Verify = ev.Verify || st.Attempts > 0

@@ -1,0 +1,246 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"igmirror/domain"
+	"igmirror/events"
+	"igmirror/internal/testkit/mysqltest"
+)
+
+// t0 is the Instagram time of the first test message.
+var t0 = time.Date(2026, 3, 14, 9, 26, 53, 0, time.UTC)
+
+// mustOpenStore opens a real SQLite store in the test's temp dir.
+func mustOpenStore(t testing.TB) *domain.Store {
+	t.Helper()
+	s, err := domain.OpenStore(domain.StoreOptions{
+		Path:   filepath.Join(t.TempDir(), "mirror.db"),
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// newMessage is an inbound message from customer user with text, sent
+// at t0 plus n seconds.
+func newMessage(n int, user, text string) domain.Message {
+	mid := fmt.Sprintf("mid.%s.%d", user, n)
+	return domain.Message{
+		InstagramMessageID: &mid,
+		SenderID:           user,
+		RecipientID:        "17841400000000001",
+		Direction:          domain.Inbound,
+		MessageText:        text,
+		Timestamp:          t0.Add(time.Duration(n) * time.Second),
+		MirrorStatus:       domain.MirrorPending,
+	}
+}
+
+// mustSave stores msgs and returns them with their ids.
+func mustSave(t testing.TB, s *domain.Store, msgs ...domain.Message) []domain.Message {
+	t.Helper()
+	for i := range msgs {
+		if err := msgs[i].Validate(); err != nil {
+			t.Fatalf("validate: %v", err)
+		}
+	}
+	res, err := s.Save(context.Background(), msgs, nil)
+	if err != nil {
+		t.Fatalf("save: %v", err)
+	}
+	if len(res.New) != len(msgs) {
+		t.Fatalf("save: got %d new, want %d", len(res.New), len(msgs))
+	}
+	return res.New
+}
+
+// mustGet reads one message.
+func mustGet(t testing.TB, s *domain.Store, id int64) domain.Message {
+	t.Helper()
+	m, err := s.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("get %d: %v", id, err)
+	}
+	return m
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s", within, what)
+}
+
+// sinkTo opens a sink on crm's table, reached at host:port (the server
+// itself or a fault proxy in front of it).
+func sinkTo(t testing.TB, crm *mysqltest.DB, host string, port int, timeout time.Duration, log *slog.Logger) *MySQLSink {
+	t.Helper()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sink, err := OpenMySQL(MySQLConfig{
+		Host: host, Port: port, User: crm.User, Password: crm.Password,
+		Database: crm.Name, Table: crm.Table, TLS: "false", Workers: 2,
+		Timeout: timeout, Logger: log,
+	})
+	if err != nil {
+		t.Fatalf("open sink: %v", err)
+	}
+	t.Cleanup(func() { _ = sink.Close() })
+	return sink
+}
+
+// logBuffer is a goroutine-safe slog sink for asserting on log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// count returns how many log lines contain s.
+func (l *logBuffer) count(s string) int {
+	n := 0
+	for _, line := range strings.Split(l.String(), "\n") {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// rig is a pool with its bus, store and sink, all real.
+type rig struct {
+	store *domain.Store
+	bus   *events.Bus
+	sink  *MySQLSink
+	pool  *Pool
+	logs  *logBuffer
+}
+
+// newRig starts a pool draining a fresh bus into sink and stops it when
+// the test ends.
+func newRig(t testing.TB, sink *MySQLSink, logs *logBuffer, cfg PoolConfig) *rig {
+	t.Helper()
+	store := mustOpenStore(t)
+	bus := events.New(64, logs.logger())
+	cfg.Logger = logs.logger()
+	if cfg.Workers == 0 {
+		cfg.Workers = 2
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 10
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = 20 * time.Millisecond
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 200 * time.Millisecond
+	}
+	if cfg.InsertTimeout == 0 {
+		cfg.InsertTimeout = 2 * time.Second
+	}
+	pool := NewPool(cfg, bus, sink, store, nil)
+	pool.Start()
+	t.Cleanup(func() { pool.Stop(5 * time.Second) })
+	return &rig{store: store, bus: bus, sink: sink, pool: pool, logs: logs}
+}
+
+// publish saves msgs and offers them to the pool as the webhook does.
+func (r *rig) publish(t testing.TB, msgs ...domain.Message) []domain.Message {
+	t.Helper()
+	saved := mustSave(t, r.store, msgs...)
+	for i := range saved {
+		if got := r.bus.Publish(events.MessageSaved{Message: saved[i]}); got != events.Queued {
+			t.Fatalf("publish %d: got outcome %d, want queued", saved[i].ID, got)
+		}
+	}
+	return saved
+}
+
+// waitStatus waits until every message in msgs has status want.
+func (r *rig) waitStatus(t testing.TB, within time.Duration, want domain.MirrorStatus, msgs ...domain.Message) {
+	t.Helper()
+	eventually(t, within, fmt.Sprintf("%d messages %s", len(msgs), want), func() bool {
+		for i := range msgs {
+			if mustGet(t, r.store, msgs[i].ID).MirrorStatus != want {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// crmKey is what identifies a CRM row.
+type crmKey struct {
+	user, dir, msg string
+	at             time.Time
+}
+
+// crmCounts counts the CRM's rows by key.
+func crmCounts(t testing.TB, crm *mysqltest.DB) map[crmKey]int {
+	t.Helper()
+	out := map[crmKey]int{}
+	for _, r := range crm.Rows(t) {
+		out[crmKey{r.UserID, r.Direction, r.Message, r.CreatedAt.UTC()}]++
+	}
+	return out
+}
+
+// wantCounts is the CRM content msgs should produce, once each.
+func wantCounts(msgs []domain.Message) map[crmKey]int {
+	out := map[crmKey]int{}
+	for i := range msgs {
+		r := MapRow(&msgs[i])
+		out[crmKey{r.UserID, r.Direction, r.Message, r.CreatedAt}]++
+	}
+	return out
+}
+
+// sameCounts reports whether two row multisets are equal, and describes
+// the first difference.
+func sameCounts(got, want map[crmKey]int) (bool, string) {
+	for k, n := range want {
+		if got[k] != n {
+			return false, fmt.Sprintf("row (%s, %s, %s, %.30q): got %d copies, want %d", k.user, k.dir, k.at.Format(time.RFC3339), k.msg, got[k], n)
+		}
+	}
+	for k, n := range got {
+		if want[k] == 0 {
+			return false, fmt.Sprintf("unexpected row (%s, %s, %s, %.30q) x%d", k.user, k.dir, k.at.Format(time.RFC3339), k.msg, n)
+		}
+	}
+	return true, ""
+}

@@ -1,0 +1,379 @@
+package mirror
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"igmirror/domain"
+	"igmirror/events"
+	"igmirror/internal/testkit/faultproxy"
+	"igmirror/internal/testkit/mysqltest"
+)
+
+// newProxy puts a fault proxy in front of crm's server.
+func newProxy(t testing.TB, crm *mysqltest.DB) *faultproxy.Proxy {
+	t.Helper()
+	if crm.Port == 0 {
+		t.Skip("the CRM test server is on a unix socket; a TCP fault proxy cannot stand in front of it")
+	}
+	p, err := faultproxy.New(net.JoinHostPort(crm.Host, strconv.Itoa(crm.Port)))
+	if err != nil {
+		t.Fatalf("fault proxy: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func someMessages(user string, n int) []domain.Message {
+	out := make([]domain.Message, n)
+	for i := range out {
+		out[i] = newMessage(i, user, fmt.Sprintf("message %d from %s", i, user))
+	}
+	return out
+}
+
+func TestPoolMirrorsEveryMessageOnce(t *testing.T) {
+	crm := mysqltest.New(t)
+	r := newRig(t, sinkTo(t, crm, crm.Host, crm.Port, 5*time.Second, nil), &logBuffer{}, PoolConfig{BatchSize: 7})
+	msgs := someMessages("u1", 20)
+	out := newMessage(20, "u1", "")
+	out.Direction, out.SenderID, out.RecipientID = domain.Outbound, "17841400000000001", "u1"
+	out.Attachments = `[{"type":"image","url":"https://cdn.example/x.jpg"}]`
+	msgs = append(msgs, out)
+	saved := r.publish(t, msgs...)
+	r.waitStatus(t, 10*time.Second, domain.MirrorMirrored, saved...)
+
+	if ok, diff := sameCounts(crmCounts(t, crm), wantCounts(saved)); !ok {
+		t.Fatalf("crm: %s", diff)
+	}
+	if got := crmCounts(t, crm)[crmKey{"u1", "out", "[image]", t0.Add(20 * time.Second)}]; got != 1 {
+		t.Errorf("outbound attachment row: got %d, want 1", got)
+	}
+	for _, m := range saved {
+		got := mustGet(t, r.store, m.ID)
+		if got.MirrorAttempts != 1 || got.MirroredAt == nil || got.MirrorDegraded {
+			t.Errorf("message %d: got attempts %d, mirrored_at %v, degraded %v; want 1, set, false",
+				m.ID, got.MirrorAttempts, got.MirroredAt, got.MirrorDegraded)
+		}
+	}
+	if got, want := r.pool.Count(OutcomeOK), uint64(len(saved)); got != want {
+		t.Errorf("ok count: got %d, want %d", got, want)
+	}
+	if got := r.pool.Status().State; got != StateConnected {
+		t.Errorf("state: got %s, want connected", got)
+	}
+}
+
+// TestPoolPermanentError checks that a refusal that only an operator can
+// fix fails the messages at once, without retries, keeps the error on
+// each, and is logged once however many messages hit it.
+func TestPoolPermanentError(t *testing.T) {
+	crm := mysqltest.New(t)
+	logs := &logBuffer{}
+	sink, err := OpenMySQL(MySQLConfig{
+		Host: crm.Host, Port: crm.Port, User: crm.User, Password: crm.Password,
+		Database: crm.Name, Table: "no_such_table", TLS: "false", Timeout: 5 * time.Second,
+		Logger: logs.logger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sink.Close() })
+	r := newRig(t, sink, logs, PoolConfig{BatchSize: 4})
+
+	var all []domain.Message
+	for round := range 3 {
+		saved := r.publish(t, someMessages(fmt.Sprintf("u%d", round), 10)...)
+		r.waitStatus(t, 10*time.Second, domain.MirrorFailed, saved...)
+		all = append(all, saved...)
+	}
+	for _, m := range all {
+		got := mustGet(t, r.store, m.ID)
+		if got.MirrorAttempts != 1 || !strings.HasPrefix(got.MirrorLastError, "mysql 1146:") {
+			t.Errorf("message %d: got attempts %d, last error %q; want 1, mysql 1146", m.ID, got.MirrorAttempts, got.MirrorLastError)
+		}
+	}
+	if got := r.pool.Retried(); got != 0 {
+		t.Errorf("retried: got %d, want 0", got)
+	}
+	if got, want := r.pool.Count(OutcomePermanent), uint64(len(all)); got != want {
+		t.Errorf("permanent count: got %d, want %d", got, want)
+	}
+	st := r.pool.Status()
+	if st.State != StateMisconfigure || st.Connected || !strings.Contains(st.LastError, "1146") {
+		t.Errorf("status: got %+v, want misconfigured with the 1146 error", st)
+	}
+	if got := logs.count("crm mirror refused by the server"); got != 1 {
+		t.Errorf("state log lines: got %d, want 1\n%s", got, logs)
+	}
+	if got := crm.Count(t); got != 0 {
+		t.Errorf("crm rows: got %d, want 0", got)
+	}
+}
+
+// TestPoolRetriesWhileTheCRMIsAway keeps the CRM refusing connections
+// while messages arrive: they wait (pending, not failed) with retries and
+// backoff, the state is logged once, and when the CRM is back every
+// message reaches it once.
+func TestPoolRetriesWhileTheCRMIsAway(t *testing.T) {
+	crm := mysqltest.New(t)
+	proxy := newProxy(t, crm)
+	proxy.SetRefuse(true)
+	logs := &logBuffer{}
+	r := newRig(t, sinkTo(t, crm, proxy.Host(), proxy.Port(), time.Second, logs.logger()), logs, PoolConfig{BatchSize: 5})
+	saved := r.publish(t, someMessages("u1", 12)...)
+
+	eventually(t, 10*time.Second, "retries", func() bool { return r.pool.Retried() >= 3 })
+	if got := r.pool.Status().State; got != StateUnreachable {
+		t.Errorf("state while refused: got %s, want unreachable", got)
+	}
+	for _, m := range saved {
+		if got := mustGet(t, r.store, m.ID).MirrorStatus; got != domain.MirrorPending {
+			t.Fatalf("message %d while refused: got %s, want pending", m.ID, got)
+		}
+	}
+
+	proxy.SetRefuse(false)
+	r.waitStatus(t, 10*time.Second, domain.MirrorMirrored, saved...)
+	if ok, diff := sameCounts(crmCounts(t, crm), wantCounts(saved)); !ok {
+		t.Fatalf("crm: %s", diff)
+	}
+	if got := logs.count("crm mirror unreachable"); got != 1 {
+		t.Errorf("unreachable log lines: got %d, want 1", got)
+	}
+	if got := r.pool.Status().State; got != StateConnected {
+		t.Errorf("state after: got %s, want connected", got)
+	}
+}
+
+// TestPoolUnknownOutcomeIsCheckedFirst makes the CRM's answer arrive after
+// the insert timeout, although the INSERT itself reached MariaDB and was
+// applied. The retry must find the row instead of writing it again.
+func TestPoolUnknownOutcomeIsCheckedFirst(t *testing.T) {
+	crm := mysqltest.New(t)
+	proxy := newProxy(t, crm)
+	logs := &logBuffer{}
+	const timeout = 300 * time.Millisecond
+	r := newRig(t, sinkTo(t, crm, proxy.Host(), proxy.Port(), timeout, nil), logs, PoolConfig{
+		Workers: 1, InsertTimeout: timeout,
+	})
+	eventually(t, 5*time.Second, "connected", func() bool { return r.pool.Status().State == StateConnected })
+
+	// Each chunk takes 400 ms each way: the INSERT lands after the
+	// client has given up at 300 ms, and no reply makes it back in time.
+	proxy.SetLatency(400 * time.Millisecond)
+	saved := r.publish(t, someMessages("u1", 3)...)
+	// The worker's first batch holds one to three of them (it takes what
+	// is queued); its INSERT is the only statement that gets through: any
+	// retry needs a new connection, whose handshake cannot beat the timeout.
+	eventually(t, 10*time.Second, "the late INSERT to land", func() bool { return crm.Count(t) > 0 })
+	eventually(t, 10*time.Second, "a transient error", func() bool { return r.pool.Count(OutcomeTransient) > 0 })
+	landed := crm.Count(t)
+	if got := mustGet(t, r.store, saved[0].ID).MirrorStatus; got != domain.MirrorPending {
+		t.Fatalf("status while slow: got %s, want pending", got)
+	}
+
+	proxy.SetLatency(0)
+	r.waitStatus(t, 10*time.Second, domain.MirrorMirrored, saved...)
+	if ok, diff := sameCounts(crmCounts(t, crm), wantCounts(saved)); !ok {
+		t.Fatalf("crm: %s", diff)
+	}
+	if got, want := r.pool.Count(OutcomePresent), uint64(landed); got != want {
+		t.Errorf("already-present count: got %d, want %d (the rows of the late INSERT)", got, want)
+	}
+	if got, want := r.pool.Count(OutcomeOK), uint64(len(saved)-landed); got != want {
+		t.Errorf("ok count: got %d, want %d", got, want)
+	}
+}
+
+// TestPoolDegradedMessages mirrors into a latin1 CRM: Cyrillic and emoji
+// still arrive, replaced, and the local messages say so.
+func TestPoolDegradedMessages(t *testing.T) {
+	crm := mysqltest.NewWithCharset(t, "latin1")
+	r := newRig(t, sinkTo(t, crm, crm.Host, crm.Port, 5*time.Second, nil), &logBuffer{}, PoolConfig{})
+	eventually(t, 5*time.Second, "connected", func() bool { return r.pool.Status().State == StateConnected })
+	saved := r.publish(t,
+		newMessage(0, "u1", "Привет 👋"),
+		newMessage(1, "u1", "plain ascii"),
+		newMessage(2, "u1", "café – “ok”"),
+	)
+	r.waitStatus(t, 10*time.Second, domain.MirrorMirrored, saved...)
+	want := map[int64]struct {
+		text     string
+		degraded bool
+	}{
+		saved[0].ID: {"?????? ?", true},
+		saved[1].ID: {"plain ascii", false},
+		saved[2].ID: {"café – “ok”", false},
+	}
+	rows := crm.Rows(t)
+	if len(rows) != 3 {
+		t.Fatalf("crm rows: got %d, want 3", len(rows))
+	}
+	texts := map[string]bool{}
+	for _, row := range rows {
+		texts[row.Message] = true
+	}
+	for id, w := range want {
+		m := mustGet(t, r.store, id)
+		if m.MirrorDegraded != w.degraded {
+			t.Errorf("message %d degraded: got %v, want %v", id, m.MirrorDegraded, w.degraded)
+		}
+		if !texts[w.text] {
+			t.Errorf("crm has no row %q (rows: %v)", w.text, texts)
+		}
+	}
+	if got := mustGet(t, r.store, saved[0].ID).MessageText; got != "Привет 👋" {
+		t.Errorf("local text: got %q, want it untouched", got)
+	}
+}
+
+// TestPoolRowDataSplitsTheBatch gives the pool a sink that believes the
+// CRM table is utf8mb4 while it is latin1 (a charset report the sink
+// cannot trust): the server refuses the batch over one Cyrillic row
+// (1366), the pool writes the rows one by one, and the refused row goes
+// in last-resort ASCII, marked degraded, while its neighbours are intact.
+func TestPoolRowDataSplitsTheBatch(t *testing.T) {
+	crm := mysqltest.NewWithCharset(t, "latin1")
+	sink := sinkTo(t, crm, crm.Host, crm.Port, 5*time.Second, nil)
+	sink.mu.Lock()
+	sink.read = true // keep the utf8mb4 defaults: Ping will not read the columns
+	sink.mu.Unlock()
+	r := newRig(t, sink, &logBuffer{}, PoolConfig{Workers: 1, BatchSize: 10})
+	saved := r.publish(t,
+		newMessage(0, "u1", "first"),
+		newMessage(1, "u1", "Привет"),
+		newMessage(2, "u1", "third"),
+	)
+	r.waitStatus(t, 10*time.Second, domain.MirrorMirrored, saved...)
+	rows := crm.Rows(t)
+	var got []string
+	for _, row := range rows {
+		got = append(got, row.Message)
+	}
+	if want := []string{"first", "??????", "third"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("crm messages: got %q, want %q", got, want)
+	}
+	for i, want := range []bool{false, true, false} {
+		if m := mustGet(t, r.store, saved[i].ID); m.MirrorDegraded != want {
+			t.Errorf("message %d degraded: got %v, want %v", i, m.MirrorDegraded, want)
+		}
+	}
+	if got := r.pool.Count(OutcomeOK); got != 3 {
+		t.Errorf("ok count: got %d, want 3", got)
+	}
+}
+
+// TestPoolStatementStillRunningOnTheServer blocks the CRM table with a
+// lock so that the INSERT waits inside MariaDB past the insert timeout:
+// the client gives up, but the server would still apply the statement
+// when the lock goes. The retry must not write the row a second time.
+func TestPoolStatementStillRunningOnTheServer(t *testing.T) {
+	crm := mysqltest.New(t)
+	const timeout = 300 * time.Millisecond
+	r := newRig(t, sinkTo(t, crm, crm.Host, crm.Port, timeout, nil), &logBuffer{}, PoolConfig{Workers: 1, InsertTimeout: timeout})
+	eventually(t, 5*time.Second, "connected", func() bool { return r.pool.Status().State == StateConnected })
+
+	ctx := t.Context()
+	lock, err := crm.SQL.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	// A transaction holding a next-key lock up to the supremum: an INSERT
+	// waits for InnoDB's row lock (innodb_lock_wait_timeout, 50 s).
+	if _, err := lock.ExecContext(ctx, "INSERT INTO "+crm.Table+" (user_id, username, direction, message, created_at) VALUES ('x', 'x', 'in', 'lock holder', '2026-01-01 00:00:00')"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.ExecContext(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.ExecContext(ctx, "SELECT id FROM "+crm.Table+" WHERE id > 0 FOR UPDATE"); err != nil {
+		t.Fatalf("lock: %v", err)
+	}
+	saved := r.publish(t, newMessage(0, "u1", "blocked by a lock"))
+	eventually(t, 10*time.Second, "retries against the lock", func() bool { return r.pool.Retried() >= 3 })
+	if _, err := lock.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatalf("unlock: %v", err)
+	}
+	if _, err := lock.ExecContext(ctx, "DELETE FROM "+crm.Table+" WHERE message = 'lock holder'"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitStatus(t, 10*time.Second, domain.MirrorMirrored, saved...)
+	// Give a statement that outlived its client the chance to land.
+	eventually(t, 5*time.Second, "no thread of the pool left waiting", func() bool {
+		var n int
+		err := crm.SQL.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = ? AND COMMAND = 'Query' AND INFO LIKE 'INSERT%'", crm.Name).Scan(&n)
+		return err == nil && n == 0
+	})
+	if ok, diff := sameCounts(crmCounts(t, crm), wantCounts(saved)); !ok {
+		t.Fatalf("crm: %s", diff)
+	}
+}
+
+func TestBackoffAndJitter(t *testing.T) {
+	p := NewPool(PoolConfig{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Logger: quiet}, nil, nil, nil, nil)
+	var got []time.Duration
+	d := time.Duration(0)
+	for range 7 {
+		d = p.nextBackoff(d)
+		got = append(got, d)
+	}
+	want := []time.Duration{100, 200, 400, 800, 1000, 1000, 1000}
+	for i := range want {
+		if got[i] != want[i]*time.Millisecond {
+			t.Fatalf("backoff sequence: got %v, want %v ms", got, want)
+		}
+	}
+	seen := map[time.Duration]bool{}
+	for range 1000 {
+		j := jitter(time.Second)
+		if j < 500*time.Millisecond || j > time.Second {
+			t.Fatalf("jitter(1s): got %s, want within [500ms, 1s]", j)
+		}
+		seen[j] = true
+	}
+	if len(seen) < 100 {
+		t.Errorf("jitter(1s): got %d distinct waits in 1000, want them spread", len(seen))
+	}
+}
+
+// TestPoolRecheck sends the pool offers made from reads that are out of
+// date. A message mirrored since the read is left alone (no CRM check, no
+// write); a message that was already mirrored when offered is an
+// operator's resync, so the CRM is checked and the missing row written.
+func TestPoolRecheck(t *testing.T) {
+	crm := mysqltest.New(t)
+	r := newRig(t, sinkTo(t, crm, crm.Host, crm.Port, 5*time.Second, nil), &logBuffer{}, PoolConfig{Workers: 1})
+	ctx := t.Context()
+	saved := mustSave(t, r.store, newMessage(0, "u1", "mirrored meanwhile"), newMessage(1, "u1", "resync of a mirrored one"))
+	if err := r.store.MarkAttempting(ctx, []int64{saved[0].ID, saved[1].ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.MarkMirrored(ctx, []int64{saved[0].ID, saved[1].ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	stale := saved[0]
+	stale.MirrorStatus, stale.MirrorAttempts = domain.MirrorFailed, 1 // as the reconciler read it
+	operator := mustGet(t, r.store, saved[1].ID)                      // read as mirrored
+	for _, ev := range []events.MessageSaved{
+		{Message: stale, Verify: true, Recheck: true},
+		{Message: operator, Verify: true, Recheck: true},
+	} {
+		if got := r.bus.Publish(ev); got != events.Queued {
+			t.Fatalf("publish: got %d, want queued", got)
+		}
+	}
+	eventually(t, 10*time.Second, "the resync's row", func() bool { return r.pool.Count(OutcomeOK) == 1 })
+	rows := crm.Rows(t)
+	if len(rows) != 1 || rows[0].Message != "resync of a mirrored one" {
+		t.Fatalf("crm rows: got %+v, want only the resynced one", rows)
+	}
+	if got := r.pool.Count(OutcomePresent); got != 0 {
+		t.Errorf("already-present count: got %d, want 0 (the stale offer was not even checked)", got)
+	}
+}
