@@ -43,13 +43,18 @@ type App struct {
 	recCancel context.CancelFunc
 	recDone   chan struct{}
 	stopOnce  sync.Once
+
+	// readHeaderTimeout bounds how long a client may take to send its
+	// request headers (slowloris); a field so that a test can shorten it.
+	readHeaderTimeout time.Duration
 }
 
 // New builds the service from cfg. It opens SQLite (and fails if it
 // cannot) but never needs the CRM: a CRM that is down or refuses the
 // password is reported, and retried, while the service runs.
 func New(cfg config.Config, log *slog.Logger) (*App, error) {
-	a := &App{cfg: cfg, log: log, metrics: newMetrics(), errs: make(chan error, 2), started: time.Now().UTC()}
+	a := &App{cfg: cfg, log: log, metrics: newMetrics(), errs: make(chan error, 2), started: time.Now().UTC(),
+		readHeaderTimeout: 5 * time.Second}
 	log.Info("starting igmirror", "config", cfg)
 	if cfg.InstagramAppSecret == "" {
 		if cfg.InstagramAllowUnsigned {
@@ -161,7 +166,7 @@ func (a *App) Start() error {
 func (a *App) server(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: a.readHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
