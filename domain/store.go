@@ -2,10 +2,12 @@ package domain
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +48,12 @@ type Store struct {
 	drops  []int64 // ids whose event the full queue turned away, recorded asynchronously
 
 	nextID int64 // owned by the writer goroutine
+
+	ckpt *checkpointer // nil if it could not start: the writer checkpoints alone
+	ins  *insertStmts  // the writer's prepared INSERTs
+
+	path string      // the SQLite file, as configured
+	file os.FileInfo // what path named at open; nil when it cannot be checked
 }
 
 // writeReq is one caller's share of a group commit.
@@ -83,7 +91,7 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 	q.Set("_synchronous", sync)
 	q.Set("_txlock", "immediate")
 	q.Set("_foreign_keys", "on")
-	wdb, err := gorm.Open(sqlite.Open("file:"+opts.Path+"?"+q.Encode()), gcfg)
+	wdb, err := gorm.Open(sqlite.New(sqlite.Config{DriverName: writerDriverName(), DSN: "file:" + opts.Path + "?" + q.Encode()}), gcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", opts.Path, err)
 	}
@@ -132,6 +140,18 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 		_ = wsql.Close()
 		_ = rsql.Close()
 		return nil, err
+	}
+	s.path = opts.Path
+	if fi, err := os.Stat(opts.Path); err == nil {
+		s.file = fi
+	}
+	if s.ins, err = prepareInserts(context.Background(), wsql); err != nil {
+		_ = wsql.Close()
+		_ = rsql.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", opts.Path, err)
+	}
+	if s.ckpt, err = startCheckpointer(opts.Path, sync, opts.Logger); err != nil {
+		opts.Logger.Warn("sqlite background checkpointer not started; the writer checkpoints by itself", "err", err)
 	}
 	go s.run()
 	return s, nil
@@ -286,6 +306,13 @@ func countMsgs(b []*writeReq) int {
 // shared transaction fails, each request is retried alone so that one
 // request's failure is never another's.
 func (s *Store) commit(batch []*writeReq) {
+	if err := s.checkFile(); err != nil {
+		// Drop marks stay queued for a commit that can land.
+		for _, r := range batch {
+			r.done <- err
+		}
+		return
+	}
 	s.dropMu.Lock()
 	drops := s.drops
 	s.drops = nil
@@ -352,27 +379,51 @@ func (s *Store) tx(batch []*writeReq, drops []int64) error {
 	return nil
 }
 
-// insertCols are the columns a new message is inserted with; the rest
-// take their defaults.
-const insertCols = "(id, instagram_message_id, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid)"
+// ErrFileMoved is returned by writes while the SQLite file is no longer at
+// its path.
+var ErrFileMoved = errors.New("sqlite file removed, moved or replaced while open")
 
-const colsPerRow = 12
-
-// rowsPerStmt keeps each statement well under SQLite's bound-variable limit.
-const rowsPerStmt = 400
+// checkFile fails when the path no longer names the file the store has
+// open: the file or its directory was removed, renamed or replaced.
+// SQLite itself would go on writing into the unlinked file, acknowledging
+// messages that the next start would not find. Moving the file back makes
+// the store usable again.
+func (s *Store) checkFile() error {
+	if s.file == nil {
+		return nil
+	}
+	fi, err := os.Stat(s.path)
+	if err != nil || !os.SameFile(fi, s.file) {
+		return fmt.Errorf("%w: %s", ErrFileMoved, s.path)
+	}
+	return nil
+}
 
 // insertAll inserts every message of the batch. The writer hands out ids
-// itself (it is the only writer), so RETURNING id tells exactly which rows
-// were inserted and which were skipped as duplicates, whatever order
-// SQLite returns them in.
+// itself (it is the only writer), so which rows were inserted and which
+// skipped as duplicates is known by id, never by position: all of a
+// statement's rows when it reports as many changes, else the ids read
+// back. The statements are the ones prepared at open, run on the
+// transaction's connection, without GORM in between.
 func (s *Store) insertAll(tx *gorm.DB, batch []*writeReq) error {
 	type slot struct {
 		r *writeReq
 		i int
 	}
-	var pending []slot
+	n := countMsgs(batch)
+	if n == 0 {
+		return nil
+	}
+	sqlTx, ok := tx.Statement.ConnPool.(*sql.Tx)
+	if !ok {
+		return fmt.Errorf("insert messages: writer transaction is a %T, not a *sql.Tx", tx.Statement.ConnPool)
+	}
+	ctx := tx.Statement.Context
+	// Ids are handed out consecutively from first, so a returned id finds
+	// its message by subtraction.
+	first := s.nextID
+	slots := make([]slot, 0, n)
 	now := time.Now().UTC()
-	byID := make(map[int64]slot)
 	for _, r := range batch {
 		r.isNew = make([]bool, len(r.msgs))
 		for i := range r.msgs {
@@ -380,46 +431,57 @@ func (s *Store) insertAll(tx *gorm.DB, batch []*writeReq) error {
 			m.ID = s.nextID
 			s.nextID++
 			m.CreatedAt = now
-			pending = append(pending, slot{r, i})
-			byID[m.ID] = slot{r, i}
+			slots = append(slots, slot{r, i})
 		}
 	}
-	args := make([]any, 0, min(len(pending), rowsPerStmt)*colsPerRow)
-	for len(pending) > 0 {
-		chunk := pending[:min(len(pending), rowsPerStmt)]
-		pending = pending[len(chunk):]
+	args := make([]any, 0, min(n, rowsPerStmt)*colsPerRow)
+	for pending := slots; len(pending) > 0; {
+		k := s.ins.next(len(pending))
+		chunk := pending[:k]
+		pending = pending[k:]
 		args = args[:0]
-		sql := make([]byte, 0, 64+len(chunk)*30)
-		sql = append(sql, "INSERT INTO messages "+insertCols+" VALUES "...)
-		for k, sl := range chunk {
-			if k > 0 {
-				sql = append(sql, ',')
-			}
-			sql = append(sql, "(?,?,?,?,?,?,?,?,?,?,?,?)"...)
+		for _, sl := range chunk {
 			m := &sl.r.msgs[sl.i]
 			args = append(args, m.ID, m.InstagramMessageID, m.SenderID, m.RecipientID, string(m.Direction),
 				m.MessageText, m.Timestamp, m.CreatedAt, string(m.MirrorStatus), m.UserID, m.Attachments, m.ReplyToMID)
 		}
-		sql = append(sql, " ON CONFLICT DO NOTHING RETURNING id"...)
-		rows, err := tx.Raw(string(sql), args...).Rows()
+		res, err := sqlTx.StmtContext(ctx, s.ins.byRows[k]).ExecContext(ctx, args...)
 		if err != nil {
 			return fmt.Errorf("insert messages: %w", err)
+		}
+		stored, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("insert messages: %w", err)
+		}
+		lo, hi := chunk[0].r.msgs[chunk[0].i].ID, chunk[k-1].r.msgs[chunk[k-1].i].ID
+		if stored == int64(k) {
+			for _, sl := range chunk {
+				sl.r.isNew[sl.i] = true
+			}
+			continue
+		}
+		// Some mids were already stored. The chunk's ids are consecutive and
+		// new, so the ids now present are exactly the rows inserted.
+		rows, err := sqlTx.QueryContext(ctx, "SELECT id FROM messages WHERE id BETWEEN ? AND ?", lo, hi)
+		if err != nil {
+			return fmt.Errorf("insert messages: read back ids: %w", err)
 		}
 		for rows.Next() {
 			var id int64
 			if err := rows.Scan(&id); err != nil {
 				_ = rows.Close()
-				return fmt.Errorf("insert messages: %w", err)
+				return fmt.Errorf("insert messages: read back ids: %w", err)
 			}
-			if sl, ok := byID[id]; ok {
+			if j := id - first; j >= 0 && j < int64(len(slots)) {
+				sl := slots[j]
 				sl.r.isNew[sl.i] = true
 			}
 		}
 		if err := rows.Close(); err != nil {
-			return fmt.Errorf("insert messages: %w", err)
+			return fmt.Errorf("insert messages: read back ids: %w", err)
 		}
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("insert messages: %w", err)
+			return fmt.Errorf("insert messages: read back ids: %w", err)
 		}
 	}
 	return nil
@@ -434,6 +496,10 @@ func (s *Store) Close() error {
 	close(s.stop)
 	<-s.done
 	var errs []error
+	errs = append(errs, s.ins.close())
+	if s.ckpt != nil {
+		errs = append(errs, s.ckpt.close())
+	}
 	for _, db := range []*gorm.DB{s.rdb, s.wdb} {
 		if sqlDB, err := db.DB(); err == nil {
 			errs = append(errs, sqlDB.Close())

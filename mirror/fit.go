@@ -27,10 +27,10 @@ var (
 	maxTimestamp = time.Date(2038, 1, 19, 3, 14, 7, 0, time.UTC)
 )
 
-// encodable reports whether charset can hold r. Unknown charsets are
-// treated as ASCII, which any of them holds.
+// encodable reports whether charset (lower case) can hold r. Unknown
+// charsets are treated as ASCII, which any of them holds.
 func encodable(charset string, r rune) bool {
-	switch strings.ToLower(charset) {
+	switch charset {
 	case "utf8mb4", "utf16", "utf32", "ucs2":
 		return true
 	case "utf8", "utf8mb3":
@@ -54,9 +54,10 @@ var cp1252High = map[rune]bool{
 	'\u0081': true, '\u008d': true, '\u008f': true, '\u0090': true, '\u009d': true,
 }
 
-// encodedLen is how many bytes r takes in charset (for the ones we bound).
+// encodedLen is how many bytes r takes in charset (lower case; for the
+// ones we bound).
 func encodedLen(charset string, r rune) int {
-	switch strings.ToLower(charset) {
+	switch charset {
 	case "utf8mb4", "utf8", "utf8mb3":
 		return utf8.RuneLen(r)
 	case "utf16", "ucs2":
@@ -75,24 +76,37 @@ func encodedLen(charset string, r rune) int {
 // invalid UTF-8 too, and the text is cut at a character boundary to the
 // column's bound. It reports whether anything was lost.
 func fitText(s string, c column) (string, bool) {
+	charset := strings.ToLower(c.charset)
+	// Nearly every text fits as it is: the copy is only started at the
+	// first character that changes, from the unchanged text before it.
 	lossy := false
 	var b strings.Builder
 	chars, bytes := 0, 0
 	for i, r := range s {
 		// A RuneError of width 1 is a byte that is not UTF-8; U+FFFD
 		// spelled out is a character like any other.
-		if (r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD")) || !encodable(c.charset, r) {
+		bad := (r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD")) || !encodable(charset, r)
+		if bad {
 			r = '?'
-			lossy = true
 		}
-		n := encodedLen(c.charset, r)
+		n := encodedLen(charset, r)
 		if (c.maxChars > 0 && chars+1 > c.maxChars) || (c.maxBytes > 0 && bytes+n > c.maxBytes) {
+			if !lossy {
+				b.WriteString(s[:i])
+			}
 			lossy = true
 			break
 		}
+		if bad && !lossy {
+			b.Grow(len(s))
+			b.WriteString(s[:i])
+			lossy = true
+		}
 		chars++
 		bytes += n
-		b.WriteRune(r)
+		if lossy {
+			b.WriteRune(r)
+		}
 	}
 	if !lossy {
 		return s, false

@@ -254,7 +254,14 @@ func (s *MySQLSink) insert(ctx context.Context, rows []Row) error {
 		if err != nil {
 			return err
 		}
-		err = tx.Exec(b.String(), args...).Error
+		if conn, ok := tx.Statement.ConnPool.(*sql.Conn); ok {
+			// Straight to the connection: GORM would rebuild the statement
+			// around every placeholder (thousands of allocations a batch)
+			// to hand the driver the same SQL and arguments.
+			_, err = conn.ExecContext(ctx, b.String(), args...)
+		} else {
+			err = tx.Exec(b.String(), args...).Error
+		}
 		if _, unknown := Classify(err); err != nil && unknown && id != 0 {
 			s.threadMu.Lock()
 			s.suspects[id] = true

@@ -490,24 +490,29 @@ func (p *Pool) resolveUsernames(rows []Row) {
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, lookupBudget)
 	defer cancel()
+	// At most lookupConcurrency goroutines a batch, each taking users in
+	// turn, rather than one per user: look-ups mostly hit the cache, and a
+	// batch holds up to a few hundred users.
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, lookupConcurrency)
-	for _, id := range ids {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(id string) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			name := p.resolver.Username(ctx, id)
-			if name == "" {
-				name = id
+	next := make(chan string)
+	for range min(lookupConcurrency, len(ids)) {
+		wg.Go(func() {
+			for id := range next {
+				name := p.resolver.Username(ctx, id)
+				if name == "" {
+					name = id
+				}
+				mu.Lock()
+				users[id] = name
+				mu.Unlock()
 			}
-			mu.Lock()
-			users[id] = name
-			mu.Unlock()
-		}(id)
+		})
 	}
+	for _, id := range ids {
+		next <- id
+	}
+	close(next)
 	wg.Wait()
 	for i := range rows {
 		rows[i].Username = users[rows[i].UserID]
