@@ -10,13 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"igmirror/config"
 	"igmirror/domain"
 	"igmirror/instagram"
+	"igmirror/internal/testkit/check"
 	"igmirror/internal/testkit/mysqltest"
 )
 
@@ -38,22 +38,7 @@ type testApp struct {
 }
 
 // syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = check.LogBuffer
 
 // testConfig is a config for one test: SQLite in a temp dir, loopback
 // listeners on free ports, secrets set, mirror off.
@@ -223,17 +208,7 @@ func (ta *testApp) messages() []domain.Message {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", within, what)
-}
+var eventually = check.Eventually
 
 // noSecretsIn fails the test if any configured secret appears in s.
 func noSecretsIn(t testing.TB, what, s string, secrets ...string) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"igmirror/domain"
+	"igmirror/internal/testkit/check"
 )
 
 // Ids of the sample business account and customers.
@@ -144,16 +145,6 @@ func idsOf(msgs []domain.Message) []int64 {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", within, what)
-}
+var eventually = check.Eventually
 
 func mid(prefix string, i int) string { return prefix + "-" + strconv.Itoa(i) }

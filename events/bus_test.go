@@ -1,7 +1,6 @@
 package events
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"runtime"
@@ -12,27 +11,13 @@ import (
 	"time"
 
 	"igmirror/domain"
+	"igmirror/internal/testkit/check"
 )
 
 func ev(id int64) MessageSaved { return MessageSaved{Message: domain.Message{ID: id}} }
 
 // syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Split(strings.TrimSpace(s.b.String()), "\n")
-}
+type syncBuffer = check.LogBuffer
 
 func newLogged(capacity int) (*Bus, *syncBuffer) {
 	buf := &syncBuffer{}
@@ -207,7 +192,7 @@ func TestDropLogIsRateLimited(t *testing.T) {
 			t.Fatalf("publish %d: got %v, want DroppedFull", i+2, o)
 		}
 	}
-	lines := logs.lines()
+	lines := logs.Lines()
 	if len(lines) != 1 {
 		t.Fatalf("1000 drops logged %d lines, want 1:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
@@ -222,7 +207,7 @@ func TestDropLogIsRateLimited(t *testing.T) {
 	b.lastLog = time.Now().Add(-b.logEvery)
 	b.logMu.Unlock()
 	b.Publish(ev(5000))
-	lines = logs.lines()
+	lines = logs.Lines()
 	if len(lines) != 2 {
 		t.Fatalf("after the interval: %d lines, want 2", len(lines))
 	}
@@ -258,7 +243,7 @@ func TestOfferDoesNotCountDrops(t *testing.T) {
 	if got := b.Dropped(ReasonQueueFull); got != 0 {
 		t.Errorf("dropped after a refused offer: got %d, want 0", got)
 	}
-	if got := strings.Join(logs.lines(), ""); got != "" {
+	if got := strings.Join(logs.Lines(), ""); got != "" {
 		t.Errorf("log after a refused offer: got %q, want nothing", got)
 	}
 	if got := b.Publish(ev(3)); got != DroppedFull {

@@ -1,18 +1,16 @@
 package mirror
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"igmirror/domain"
 	"igmirror/events"
+	"igmirror/internal/testkit/check"
 	"igmirror/internal/testkit/mysqltest"
 )
 
@@ -77,17 +75,7 @@ func mustGet(t testing.TB, s *domain.Store, id int64) domain.Message {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", within, what)
-}
+var eventually = check.Eventually
 
 // sinkTo opens a sink on crm's table, reached at host:port (the server
 // itself or a fault proxy in front of it).
@@ -109,37 +97,7 @@ func sinkTo(t testing.TB, crm *mysqltest.DB, host string, port int, timeout time
 }
 
 // logBuffer is a goroutine-safe slog sink for asserting on log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// count returns how many log lines contain s.
-func (l *logBuffer) count(s string) int {
-	n := 0
-	for _, line := range strings.Split(l.String(), "\n") {
-		if strings.Contains(line, s) {
-			n++
-		}
-	}
-	return n
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+type logBuffer = check.LogBuffer
 
 // rig is a pool with its bus, store and sink, all real.
 type rig struct {
@@ -155,8 +113,8 @@ type rig struct {
 func newRig(t testing.TB, sink *MySQLSink, logs *logBuffer, cfg PoolConfig) *rig {
 	t.Helper()
 	store := mustOpenStore(t)
-	bus := events.New(64, logs.logger())
-	cfg.Logger = logs.logger()
+	bus := events.New(64, logs.Logger())
+	cfg.Logger = logs.Logger()
 	if cfg.Workers == 0 {
 		cfg.Workers = 2
 	}

@@ -271,7 +271,7 @@ func TestMaxAttempts(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = sink.Close() })
 	r := newRig(t, sink, logs, PoolConfig{})
-	rec := NewReconciler(ReconcilerConfig{Interval: 20 * time.Millisecond, MaxAttempts: 3, Logger: logs.logger()}, r.store, r.bus)
+	rec := NewReconciler(ReconcilerConfig{Interval: 20 * time.Millisecond, MaxAttempts: 3, Logger: logs.Logger()}, r.store, r.bus)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); rec.Run(ctx) }()
@@ -313,11 +313,11 @@ func TestDroppedMessagesReachTheCRM(t *testing.T) {
 	logs := &logBuffer{}
 	sink := sinkTo(t, crm, proxy.Host(), proxy.Port(), time.Second, nil)
 	store := mustOpenStore(t)
-	bus := events.New(2, logs.logger())
-	pool := NewPool(PoolConfig{Workers: 1, BatchSize: 1, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logger: logs.logger()}, bus, sink, store, nil)
+	bus := events.New(2, logs.Logger())
+	pool := NewPool(PoolConfig{Workers: 1, BatchSize: 1, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logger: logs.Logger()}, bus, sink, store, nil)
 	pool.Start()
 	t.Cleanup(func() { pool.Stop(5 * time.Second) })
-	rec := NewReconciler(ReconcilerConfig{Interval: 30 * time.Millisecond, MaxAttempts: 3, StaleAfter: time.Hour, Logger: logs.logger()}, store, bus)
+	rec := NewReconciler(ReconcilerConfig{Interval: 30 * time.Millisecond, MaxAttempts: 3, StaleAfter: time.Hour, Logger: logs.Logger()}, store, bus)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); rec.Run(ctx) }()

@@ -77,7 +77,7 @@ func TestPoolPermanentError(t *testing.T) {
 	sink, err := OpenMySQL(MySQLConfig{
 		Host: crm.Host, Port: crm.Port, User: crm.User, Password: crm.Password,
 		Database: crm.Name, Table: "no_such_table", TLS: "false", Timeout: 5 * time.Second,
-		Logger: logs.logger(),
+		Logger: logs.Logger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +107,7 @@ func TestPoolPermanentError(t *testing.T) {
 	if st.State != StateMisconfigure || st.Connected || !strings.Contains(st.LastError, "1146") {
 		t.Errorf("status: got %+v, want misconfigured with the 1146 error", st)
 	}
-	if got := logs.count("crm mirror refused by the server"); got != 1 {
+	if got := logs.Count("crm mirror refused by the server"); got != 1 {
 		t.Errorf("state log lines: got %d, want 1\n%s", got, logs)
 	}
 	if got := crm.Count(t); got != 0 {
@@ -124,7 +124,7 @@ func TestPoolRetriesWhileTheCRMIsAway(t *testing.T) {
 	proxy := newProxy(t, crm)
 	proxy.SetRefuse(true)
 	logs := &logBuffer{}
-	r := newRig(t, sinkTo(t, crm, proxy.Host(), proxy.Port(), time.Second, logs.logger()), logs, PoolConfig{BatchSize: 5})
+	r := newRig(t, sinkTo(t, crm, proxy.Host(), proxy.Port(), time.Second, logs.Logger()), logs, PoolConfig{BatchSize: 5})
 	saved := r.publish(t, someMessages("u1", 12)...)
 
 	eventually(t, 10*time.Second, "retries", func() bool { return r.pool.Retried() >= 3 })
@@ -142,7 +142,7 @@ func TestPoolRetriesWhileTheCRMIsAway(t *testing.T) {
 	if ok, diff := sameCounts(crmCounts(t, crm), wantCounts(saved)); !ok {
 		t.Fatalf("crm: %s", diff)
 	}
-	if got := logs.count("crm mirror unreachable"); got != 1 {
+	if got := logs.Count("crm mirror unreachable"); got != 1 {
 		t.Errorf("unreachable log lines: got %d, want 1", got)
 	}
 	if got := r.pool.Status().State; got != StateConnected {
