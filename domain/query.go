@@ -1,10 +1,12 @@
 package domain
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -150,18 +152,67 @@ func (cq CandidateQuery) scope(db *gorm.DB) *gorm.DB {
 }
 
 // MirrorCandidates returns messages to offer to the mirror, oldest first.
+// It asks once per mirror state and merges the answers: each of those
+// queries walks the mirror-status index in id order, where one query
+// ORing the states would walk the whole table (every mirrored message too)
+// or sort every candidate to find the oldest few.
 func (s *Store) MirrorCandidates(ctx context.Context, cq CandidateQuery) ([]Message, error) {
 	limit := cq.Limit
 	if limit <= 0 {
 		limit = 100
 	}
 	var out []Message
-	err := s.rdb.WithContext(ctx).Model(&Message{}).Scopes(cq.scope).
-		Where("id > ?", cq.AfterID).Order("id ASC").Limit(limit).Find(&out).Error
-	if err != nil {
-		return nil, fmt.Errorf("find mirror candidates: %w", err)
+	for _, part := range cq.parts() {
+		q := s.rdb.WithContext(ctx).Model(&Message{}).Where("mirror_status = ? AND id > ?", part.status, cq.AfterID)
+		if part.maxAttempts > 0 {
+			q = q.Where("mirror_attempts < ?", part.maxAttempts)
+		}
+		if !part.createdBefore.IsZero() {
+			q = q.Where("created_at < ?", part.createdBefore.UTC())
+		}
+		if !cq.Since.IsZero() {
+			q = q.Where("timestamp >= ?", cq.Since.UTC())
+		}
+		if !cq.Until.IsZero() {
+			q = q.Where("timestamp < ?", cq.Until.UTC())
+		}
+		var got []Message
+		if err := q.Order("id ASC").Limit(limit).Find(&got).Error; err != nil {
+			return nil, fmt.Errorf("find mirror candidates: %w", err)
+		}
+		out = append(out, got...)
 	}
-	return out, nil
+	slices.SortFunc(out, func(a, b Message) int { return cmp.Compare(a.ID, b.ID) })
+	return out[:min(len(out), limit)], nil
+}
+
+// candidatePart is the query's condition for one mirror state.
+type candidatePart struct {
+	status        MirrorStatus
+	maxAttempts   int       // failed only: fewer attempts than this
+	createdBefore time.Time // stale pending only
+}
+
+// parts splits the query by mirror state. A state asked for in Statuses
+// is taken whole, so it needs no stale-pending part besides.
+func (cq CandidateQuery) parts() []candidatePart {
+	var out []candidatePart
+	seen := map[MirrorStatus]bool{}
+	for _, st := range cq.Statuses {
+		if seen[st] {
+			continue
+		}
+		seen[st] = true
+		p := candidatePart{status: st}
+		if st == MirrorFailed {
+			p.maxAttempts = cq.MaxAttempts
+		}
+		out = append(out, p)
+	}
+	if !cq.StalePendingBefore.IsZero() && !seen[MirrorPending] {
+		out = append(out, candidatePart{status: MirrorPending, createdBefore: cq.StalePendingBefore})
+	}
+	return out
 }
 
 // DeferCandidates marks every message the query selects from id fromID on
