@@ -76,11 +76,21 @@ func withCRM(cfg *config.Config, crm *mysqltest.DB) {
 // startApp starts the service with cfg and stops it when the test ends.
 func startApp(t *testing.T, cfg config.Config) *testApp {
 	t.Helper()
+	return startAppWith(t, cfg, nil)
+}
+
+// startAppWith is startApp, letting tweak (when not nil) change the App
+// between New and Start.
+func startAppWith(t *testing.T, cfg config.Config, tweak func(*App)) *testApp {
+	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(logs, testLogWriter()), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := New(cfg, log)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	if tweak != nil {
+		tweak(a)
 	}
 	if err := a.Start(); err != nil {
 		t.Fatalf("Start: %v", err)

@@ -20,35 +20,11 @@ import (
 	"igmirror/internal/testkit/mysqltest"
 )
 
-// securityStart starts the service like startApp, but lets the test
-// change the App between New and Start.
-func securityStart(t *testing.T, cfg config.Config, tweak func(*App)) *testApp {
-	t.Helper()
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewJSONHandler(io.MultiWriter(logs, testLogWriter()), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := New(cfg, log)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	tweak(a)
-	if err := a.Start(); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	ta := &testApp{
-		App: a, t: t, logs: logs,
-		base:   "http://" + a.PublicAddr(),
-		admin:  "http://" + a.AdminAddr(),
-		client: &http.Client{Timeout: 30 * time.Second},
-	}
-	t.Cleanup(func() { ta.stop() })
-	return ta
-}
-
 // TestSlowlorisHeadersAreCutOff sends request headers a byte at a time,
 // slower than the header timeout allows, to both listeners: the server
 // hangs up before the headers are complete, without answering.
 func TestSlowlorisHeadersAreCutOff(t *testing.T) {
-	ta := securityStart(t, testConfig(t), func(a *App) { a.readHeaderTimeout = 300 * time.Millisecond })
+	ta := startAppWith(t, testConfig(t), func(a *App) { a.readHeaderTimeout = 300 * time.Millisecond })
 	for _, listener := range []struct{ name, base string }{{"public", ta.base}, {"admin", ta.admin}} {
 		t.Run(listener.name, func(t *testing.T) {
 			u, err := url.Parse(listener.base)
