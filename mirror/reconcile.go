@@ -110,13 +110,26 @@ func (r *Reconciler) startupPass(ctx context.Context) {
 			break
 		}
 		q.AfterID = res.StoppedAt - 1
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
-		}
+		r.waitForRoom(ctx)
 	}
 	if total > 0 {
 		r.log.Info("offered messages left pending by the previous run", "count", total)
+	}
+}
+
+// waitForRoom waits until half the queue is free (or ctx ends), so that a
+// backlog is offered in large pages at the pace the mirror drains it,
+// without a query per poll.
+func (r *Reconciler) waitForRoom(ctx context.Context) {
+	want := max(r.bus.Cap()/2, 1)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for r.bus.Room() < want {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

@@ -355,3 +355,49 @@ func TestDroppedMessagesReachTheCRM(t *testing.T) {
 		t.Errorf("reconciler offers: got %d, want at least %d", got, len(dropped))
 	}
 }
+
+// TestReconcilerStartupBacklogLargerThanQueue: a backlog of pending
+// messages several times the queue's size is offered whole, in id order,
+// each once, as a consumer frees room.
+func TestReconcilerStartupBacklogLargerThanQueue(t *testing.T) {
+	s := mustOpenStore(t)
+	const n = 25
+	var want []int64
+	for i := range n {
+		m := newMessage(i, "u1", fmt.Sprintf("backlog %d", i))
+		m.MirrorStatus = domain.MirrorPending
+		want = append(want, mustSave(t, s, m)[0].ID)
+	}
+	bus := events.New(4, quiet)
+	rec := NewReconciler(ReconcilerConfig{Interval: 0, MaxAttempts: 3, Logger: quiet}, s, bus)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); rec.Run(ctx) }()
+
+	var got []int64
+	deadline := time.After(10 * time.Second)
+	for len(got) < n {
+		select {
+		case ev := <-bus.Events():
+			got = append(got, ev.Message.ID)
+			bus.Done(ev.Message.ID)
+		case <-deadline:
+			t.Fatalf("offered %d of %d before the deadline: %v", len(got), n, got)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the start-up pass did not end once the backlog was offered")
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("offered: got %v, want %v", got, want)
+	}
+	if extra := drain(bus); len(extra) != 0 {
+		t.Errorf("offered again: %v", eventIDs(extra))
+	}
+	if got := rec.Offered(); got != n {
+		t.Errorf("offered count: got %d, want %d", got, n)
+	}
+}
