@@ -145,7 +145,7 @@ func crashStored(t *testing.T, p *crashProc) []domain.Message {
 // stored, and every stored message reaches the CRM exactly once.
 func TestCrashUnderLoad(t *testing.T) {
 	crm := mysqltest.New(t)
-	proxy := faultProxy(t, crm)
+	proxy := crm.Proxy(t)
 	bin := crashBuild(t)
 	dbPath := filepath.Join(t.TempDir(), "crash.db")
 	env := func(crmPort int) []string {
@@ -251,7 +251,7 @@ func TestCrashUnderLoad(t *testing.T) {
 
 	want := faultWantRows(stored)
 	eventually(t, 15*time.Second, "the CRM to hold every stored message once", func() bool {
-		return faultDiff(faultCRMRows(t, crm), want) == ""
+		return mysqltest.DiffCounts(crm.RowCounts(t), want) == ""
 	})
 	eventually(t, 10*time.Second, "every message marked mirrored", func() bool {
 		for _, m := range crashStored(t, second) {
@@ -261,7 +261,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		}
 		return true
 	})
-	if diff := faultDiff(faultCRMRows(t, crm), want); diff != "" {
+	if diff := mysqltest.DiffCounts(crm.RowCounts(t), want); diff != "" {
 		t.Fatalf("crm: %s", diff)
 	}
 	t.Logf("answered %d of %d sent; stored %d", len(acked), next, len(stored))

@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -29,7 +28,6 @@ import (
 	"igmirror/config"
 	"igmirror/domain"
 	"igmirror/instagram"
-	"igmirror/internal/testkit/faultproxy"
 	"igmirror/internal/testkit/mysqltest"
 )
 
@@ -341,25 +339,6 @@ func postSigned(client *http.Client, base string, body []byte) (int, error) {
 	defer resp.Body.Close()
 	_, _ = new(bytes.Buffer).ReadFrom(resp.Body)
 	return resp.StatusCode, nil
-}
-
-// tcpCRM skips tests that put a TCP proxy in front of a CRM on a socket.
-func tcpCRM(t *testing.T, crm *mysqltest.DB) string {
-	t.Helper()
-	if crm.Port == 0 {
-		t.Skip("the CRM test server is on a unix socket; this test needs TCP")
-	}
-	return net.JoinHostPort(crm.Host, strconv.Itoa(crm.Port))
-}
-
-func newProxy(t *testing.T, target string) *faultproxy.Proxy {
-	t.Helper()
-	p, err := faultproxy.New(target)
-	if err != nil {
-		t.Fatalf("faultproxy: %v", err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	return p
 }
 
 // closedPort returns a loopback port nothing listens on.
@@ -704,7 +683,7 @@ func TestE2ECRMUnreachableAtStartUp(t *testing.T) {
 
 func TestE2ECRMComesBackAfterStartUp(t *testing.T) {
 	crm := mysqltest.New(t)
-	proxy := newProxy(t, tcpCRM(t, crm))
+	proxy := crm.Proxy(t)
 	proxy.SetRefuse(true)
 	cfg := testConfig(t)
 	withCRM(&cfg, crm)
@@ -767,7 +746,7 @@ func TestE2ECRMWrongPassword(t *testing.T) {
 
 func TestE2EStalledCRMDropsAreCountedAndRecovered(t *testing.T) {
 	crm := mysqltest.New(t)
-	proxy := newProxy(t, tcpCRM(t, crm))
+	proxy := crm.Proxy(t)
 	cfg := testConfig(t)
 	withCRM(&cfg, crm)
 	cfg.CRMHost, cfg.CRMPort = proxy.Host(), proxy.Port()
@@ -845,7 +824,7 @@ func TestE2EStalledCRMDropsAreCountedAndRecovered(t *testing.T) {
 
 func TestE2EShutdownLeavesQueuedPendingAndRestartMirrorsThem(t *testing.T) {
 	crm := mysqltest.New(t)
-	proxy := newProxy(t, tcpCRM(t, crm))
+	proxy := crm.Proxy(t)
 	cfg := testConfig(t)
 	withCRM(&cfg, crm)
 	cfg.CRMHost, cfg.CRMPort = proxy.Host(), proxy.Port()

@@ -4,77 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"igmirror/domain"
-	"igmirror/internal/testkit/faultproxy"
 	"igmirror/internal/testkit/mysqltest"
 	"igmirror/mirror"
 )
 
-// faultRow identifies a CRM row: what a person reading the CRM sees.
-type faultRow struct {
-	user, dir, msg string
-	at             time.Time
-}
-
-// faultCRMRows counts the CRM's rows.
-func faultCRMRows(t testing.TB, crm *mysqltest.DB) map[faultRow]int {
-	t.Helper()
-	out := map[faultRow]int{}
-	for _, r := range crm.Rows(t) {
-		out[faultRow{r.UserID, r.Direction, r.Message, r.CreatedAt.UTC()}]++
-	}
-	return out
-}
-
 // faultWantRows is the CRM content the stored messages call for, once each.
-func faultWantRows(msgs []domain.Message) map[faultRow]int {
-	out := map[faultRow]int{}
+func faultWantRows(msgs []domain.Message) map[mysqltest.RowKey]int {
+	out := map[mysqltest.RowKey]int{}
 	for i := range msgs {
 		r := mirror.MapRow(&msgs[i])
-		out[faultRow{r.UserID, r.Direction, r.Message, r.CreatedAt}]++
+		out[mysqltest.RowKey{UserID: r.UserID, Direction: r.Direction, Message: r.Message, CreatedAt: r.CreatedAt}]++
 	}
 	return out
-}
-
-// faultDiff describes how got differs from want ("" when equal).
-func faultDiff(got, want map[faultRow]int) string {
-	var diffs []string
-	for k, n := range want {
-		if got[k] != n {
-			diffs = append(diffs, fmt.Sprintf("%s/%s/%s %.40q: %d copies, want %d", k.user, k.dir, k.at.Format(time.RFC3339), k.msg, got[k], n))
-		}
-	}
-	for k, n := range got {
-		if want[k] == 0 {
-			diffs = append(diffs, fmt.Sprintf("unexpected %s/%s/%s %.40q x%d", k.user, k.dir, k.at.Format(time.RFC3339), k.msg, n))
-		}
-	}
-	if len(diffs) > 5 {
-		diffs = append(diffs[:5], fmt.Sprintf("... %d more", len(diffs)-5))
-	}
-	return strings.Join(diffs, "; ")
-}
-
-// faultProxy puts a fault proxy between the mirror and crm.
-func faultProxy(t *testing.T, crm *mysqltest.DB) *faultproxy.Proxy {
-	t.Helper()
-	if crm.Port == 0 {
-		t.Skip("the CRM test server is on a unix socket; a TCP fault proxy cannot stand in front of it")
-	}
-	p, err := faultproxy.New(net.JoinHostPort(crm.Host, strconv.Itoa(crm.Port)))
-	if err != nil {
-		t.Fatalf("fault proxy: %v", err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	return p
 }
 
 // faultDelivery is a delivery of two inbound messages numbered n and
@@ -106,7 +54,7 @@ func faultDelivery(t testing.TB, n int) []byte {
 // stored messages, each once. After shutdown no goroutine is left behind.
 func TestFaultsBetweenMirrorAndCRM(t *testing.T) {
 	crm := mysqltest.New(t)
-	proxy := faultProxy(t, crm)
+	proxy := crm.Proxy(t)
 	cfg := testConfig(t)
 	withCRM(&cfg, crm)
 	cfg.CRMHost, cfg.CRMPort = proxy.Host(), proxy.Port()
@@ -208,7 +156,7 @@ func TestFaultsBetweenMirrorAndCRM(t *testing.T) {
 	want := faultWantRows(stored)
 	// The CRM row lands just before the local status says so: wait for both.
 	eventually(t, 20*time.Second, "the CRM to hold every stored message, each mirrored", func() bool {
-		if faultDiff(faultCRMRows(t, crm), want) != "" {
+		if mysqltest.DiffCounts(crm.RowCounts(t), want) != "" {
 			return false
 		}
 		for _, m := range ta.messages() {
@@ -219,7 +167,7 @@ func TestFaultsBetweenMirrorAndCRM(t *testing.T) {
 		return true
 	})
 	// Nothing arrives late: the CRM stays exactly right.
-	if diff := faultDiff(faultCRMRows(t, crm), want); diff != "" {
+	if diff := mysqltest.DiffCounts(crm.RowCounts(t), want); diff != "" {
 		t.Fatalf("crm after recovery: %s", diff)
 	}
 

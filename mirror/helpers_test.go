@@ -161,44 +161,12 @@ func (r *rig) waitStatus(t testing.TB, within time.Duration, want domain.MirrorS
 	})
 }
 
-// crmKey is what identifies a CRM row.
-type crmKey struct {
-	user, dir, msg string
-	at             time.Time
-}
-
-// crmCounts counts the CRM's rows by key.
-func crmCounts(t testing.TB, crm *mysqltest.DB) map[crmKey]int {
-	t.Helper()
-	out := map[crmKey]int{}
-	for _, r := range crm.Rows(t) {
-		out[crmKey{r.UserID, r.Direction, r.Message, r.CreatedAt.UTC()}]++
-	}
-	return out
-}
-
 // wantCounts is the CRM content msgs should produce, once each.
-func wantCounts(msgs []domain.Message) map[crmKey]int {
-	out := map[crmKey]int{}
+func wantCounts(msgs []domain.Message) map[mysqltest.RowKey]int {
+	out := map[mysqltest.RowKey]int{}
 	for i := range msgs {
 		r := MapRow(&msgs[i])
-		out[crmKey{r.UserID, r.Direction, r.Message, r.CreatedAt}]++
+		out[mysqltest.RowKey{UserID: r.UserID, Direction: r.Direction, Message: r.Message, CreatedAt: r.CreatedAt}]++
 	}
 	return out
-}
-
-// sameCounts reports whether two row multisets are equal, and describes
-// the first difference.
-func sameCounts(got, want map[crmKey]int) (bool, string) {
-	for k, n := range want {
-		if got[k] != n {
-			return false, fmt.Sprintf("row (%s, %s, %s, %.30q): got %d copies, want %d", k.user, k.dir, k.at.Format(time.RFC3339), k.msg, got[k], n)
-		}
-	}
-	for k, n := range got {
-		if want[k] == 0 {
-			return false, fmt.Sprintf("unexpected row (%s, %s, %s, %.30q) x%d", k.user, k.dir, k.at.Format(time.RFC3339), k.msg, n)
-		}
-	}
-	return true, ""
 }

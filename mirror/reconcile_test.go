@@ -308,7 +308,7 @@ func TestMaxAttempts(t *testing.T) {
 // back the reconciler brings every message over, once.
 func TestDroppedMessagesReachTheCRM(t *testing.T) {
 	crm := mysqltest.New(t)
-	proxy := newProxy(t, crm)
+	proxy := crm.Proxy(t)
 	proxy.SetRefuse(true)
 	logs := &logBuffer{}
 	sink := sinkTo(t, crm, proxy.Host(), proxy.Port(), time.Second, nil)
@@ -348,7 +348,7 @@ func TestDroppedMessagesReachTheCRM(t *testing.T) {
 		}
 		return true
 	})
-	if ok, diff := sameCounts(crmCounts(t, crm), wantCounts(saved)); !ok {
+	if diff := mysqltest.DiffCounts(crm.RowCounts(t), wantCounts(saved)); diff != "" {
 		t.Fatalf("crm: %s", diff)
 	}
 	if got := rec.Offered(); got < uint64(len(dropped)) {

@@ -2,31 +2,14 @@ package mirror
 
 import (
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"igmirror/domain"
 	"igmirror/events"
-	"igmirror/internal/testkit/faultproxy"
 	"igmirror/internal/testkit/mysqltest"
 )
-
-// newProxy puts a fault proxy in front of crm's server.
-func newProxy(t testing.TB, crm *mysqltest.DB) *faultproxy.Proxy {
-	t.Helper()
-	if crm.Port == 0 {
-		t.Skip("the CRM test server is on a unix socket; a TCP fault proxy cannot stand in front of it")
-	}
-	p, err := faultproxy.New(net.JoinHostPort(crm.Host, strconv.Itoa(crm.Port)))
-	if err != nil {
-		t.Fatalf("fault proxy: %v", err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	return p
-}
 
 func someMessages(user string, n int) []domain.Message {
 	out := make([]domain.Message, n)
@@ -47,10 +30,10 @@ func TestPoolMirrorsEveryMessageOnce(t *testing.T) {
 	saved := r.publish(t, msgs...)
 	r.waitStatus(t, 10*time.Second, domain.MirrorMirrored, saved...)
 
-	if ok, diff := sameCounts(crmCounts(t, crm), wantCounts(saved)); !ok {
+	if diff := mysqltest.DiffCounts(crm.RowCounts(t), wantCounts(saved)); diff != "" {
 		t.Fatalf("crm: %s", diff)
 	}
-	if got := crmCounts(t, crm)[crmKey{"u1", "out", "[image]", t0.Add(20 * time.Second)}]; got != 1 {
+	if got := crm.RowCounts(t)[mysqltest.RowKey{UserID: "u1", Direction: "out", Message: "[image]", CreatedAt: t0.Add(20 * time.Second)}]; got != 1 {
 		t.Errorf("outbound attachment row: got %d, want 1", got)
 	}
 	for _, m := range saved {
@@ -121,7 +104,7 @@ func TestPoolPermanentError(t *testing.T) {
 // message reaches it once.
 func TestPoolRetriesWhileTheCRMIsAway(t *testing.T) {
 	crm := mysqltest.New(t)
-	proxy := newProxy(t, crm)
+	proxy := crm.Proxy(t)
 	proxy.SetRefuse(true)
 	logs := &logBuffer{}
 	r := newRig(t, sinkTo(t, crm, proxy.Host(), proxy.Port(), time.Second, logs.Logger()), logs, PoolConfig{BatchSize: 5})
@@ -139,7 +122,7 @@ func TestPoolRetriesWhileTheCRMIsAway(t *testing.T) {
 
 	proxy.SetRefuse(false)
 	r.waitStatus(t, 10*time.Second, domain.MirrorMirrored, saved...)
-	if ok, diff := sameCounts(crmCounts(t, crm), wantCounts(saved)); !ok {
+	if diff := mysqltest.DiffCounts(crm.RowCounts(t), wantCounts(saved)); diff != "" {
 		t.Fatalf("crm: %s", diff)
 	}
 	if got := logs.Count("crm mirror unreachable"); got != 1 {
@@ -155,7 +138,7 @@ func TestPoolRetriesWhileTheCRMIsAway(t *testing.T) {
 // applied. The retry must find the row instead of writing it again.
 func TestPoolUnknownOutcomeIsCheckedFirst(t *testing.T) {
 	crm := mysqltest.New(t)
-	proxy := newProxy(t, crm)
+	proxy := crm.Proxy(t)
 	logs := &logBuffer{}
 	const timeout = 300 * time.Millisecond
 	r := newRig(t, sinkTo(t, crm, proxy.Host(), proxy.Port(), timeout, nil), logs, PoolConfig{
@@ -179,7 +162,7 @@ func TestPoolUnknownOutcomeIsCheckedFirst(t *testing.T) {
 
 	proxy.SetLatency(0)
 	r.waitStatus(t, 10*time.Second, domain.MirrorMirrored, saved...)
-	if ok, diff := sameCounts(crmCounts(t, crm), wantCounts(saved)); !ok {
+	if diff := mysqltest.DiffCounts(crm.RowCounts(t), wantCounts(saved)); diff != "" {
 		t.Fatalf("crm: %s", diff)
 	}
 	if got, want := r.pool.Count(OutcomePresent), uint64(landed); got != want {
@@ -310,7 +293,7 @@ func TestPoolStatementStillRunningOnTheServer(t *testing.T) {
 		err := crm.SQL.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = ? AND COMMAND = 'Query' AND INFO LIKE 'INSERT%'", crm.Name).Scan(&n)
 		return err == nil && n == 0
 	})
-	if ok, diff := sameCounts(crmCounts(t, crm), wantCounts(saved)); !ok {
+	if diff := mysqltest.DiffCounts(crm.RowCounts(t), wantCounts(saved)); diff != "" {
 		t.Fatalf("crm: %s", diff)
 	}
 }

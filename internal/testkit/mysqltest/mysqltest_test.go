@@ -167,3 +167,25 @@ func TestCreateUser(t *testing.T) {
 		t.Fatalf("ping with a wrong password: %v, want MySQL error 1045 (access denied)", err)
 	}
 }
+
+func TestDiffCounts(t *testing.T) {
+	at := time.Date(2025, 11, 22, 0, 0, 0, 0, time.UTC)
+	a := mysqltest.RowKey{"u1", "in", "hi", at}
+	b := mysqltest.RowKey{"u2", "out", "yo", at}
+	for _, c := range []struct {
+		name      string
+		got, want map[mysqltest.RowKey]int
+		wantEmpty bool
+	}{
+		{"equal", map[mysqltest.RowKey]int{a: 1, b: 1}, map[mysqltest.RowKey]int{a: 1, b: 1}, true},
+		{"doubled", map[mysqltest.RowKey]int{a: 2}, map[mysqltest.RowKey]int{a: 1}, false},
+		{"missing", map[mysqltest.RowKey]int{}, map[mysqltest.RowKey]int{a: 1}, false},
+		{"unexpected", map[mysqltest.RowKey]int{a: 1, b: 1}, map[mysqltest.RowKey]int{a: 1}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := mysqltest.DiffCounts(c.got, c.want); (got == "") != c.wantEmpty {
+				t.Errorf("DiffCounts: got %q, want empty=%v", got, c.wantEmpty)
+			}
+		})
+	}
+}
