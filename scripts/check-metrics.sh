@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/check-metrics.sh — checks the service's /metrics with promtool.
 #
-# Builds ./app, starts it on free loopback ports with a throwaway SQLite file
+# Builds ./app, starts it on kernel-picked loopback ports with a throwaway SQLite file
 # and the CRM mirror off, waits for GET /healthz, POSTs one signed webhook
 # delivery (testdata/webhooks/inbound_text.json), scrapes GET /metrics and runs
 # `promtool check metrics` on it: any error or lint warning fails. Finally it
@@ -53,44 +53,39 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() { # a loopback port nobody listens on, not in the list "$@"
-	local p taken
-	for _ in $(seq 1 100); do
-		p=$((20000 + RANDOM % 40000))
-		for taken in "$@"; do [[ "$p" == "$taken" ]] && continue 2; done
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	return 1
-}
-
 say "building ./app"
 go build -o "$tmp/igmirror" ./app || fail "go build ./app failed"
 
-http_port="$(free_port)" || fail "no free port"
-admin_port="$(free_port "$http_port")" || fail "no free port"
-base="http://127.0.0.1:$http_port"
-
-say "starting the service on 127.0.0.1:$http_port (admin 127.0.0.1:$admin_port)"
-env HTTP_ADDR="127.0.0.1:$http_port" \
-	ADMIN_ADDR="127.0.0.1:$admin_port" \
+# Both listeners bind port 0: the kernel picks free ports, so no other program
+# can take them between a check and the bind. The service logs what it got in
+# its "listening" line, which is read back here.
+say "starting the service on 127.0.0.1, ports picked by the kernel"
+env HTTP_ADDR="127.0.0.1:0" \
+	ADMIN_ADDR="127.0.0.1:0" \
 	SQLITE_PATH="$tmp/igmirror.db" \
 	INSTAGRAM_APP_SECRET="$secret" \
 	CRM_MYSQL_ENABLED=false \
 	"$tmp/igmirror" >"$tmp/app.log" 2>&1 </dev/null &
 pid=$!
 
+base=""
 ready=""
 for _ in $(seq 1 150); do # up to 30 s
 	kill -0 "$pid" 2>/dev/null || { wait "$pid" && rc=0 || rc=$?; pid=""; fail "the service exited (status $rc) before answering /healthz"; }
-	if curl -fsS -m 2 -o /dev/null "$base/healthz" 2>/dev/null; then
+	if [[ -z "$base" ]]; then
+		addr="$(sed -n 's/.*"msg":"listening".*"http_addr":"\([0-9.]*:[0-9]*\)".*/\1/p' "$tmp/app.log" | head -n 1)"
+		if [[ -n "$addr" ]]; then
+			base="http://$addr"
+			say "listening on $addr"
+		fi
+	fi
+	if [[ -n "$base" ]] && curl -fsS -m 2 -o /dev/null "$base/healthz" 2>/dev/null; then
 		ready=yes
 		break
 	fi
 	sleep 0.2
 done
+[[ -n "$base" ]] || fail "no \"listening\" line with http_addr in the service log within 30 s"
 [[ -n "$ready" ]] || fail "GET /healthz did not answer 200 within 30 s"
 say "GET /healthz: 200"
 

@@ -75,11 +75,32 @@ can_login() {
 	fi
 }
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# free_port: prints a loopback TCP port that nobody listens on. It draws from
+# below the kernel's ephemeral range (net.ipv4.ip_local_port_range,
+# 32768–60999 by default): a port inside that
+# range can be the local end of some outgoing connection, which makes a later
+# bind fail with "address already in use" although nothing listens there.
+# Nothing stops another program from taking the port between this check and
+# the bind, so start_mariadb still retries with a new port.
+free_port() {
+	local low=32768 p _
+	if [[ -r /proc/sys/net/ipv4/ip_local_port_range ]]; then
+		read -r low _ </proc/sys/net/ipv4/ip_local_port_range || low=32768
+	fi
+	((low > 11000)) || low=32768 # an unusual range: fall back to the default
+	for _ in $(seq 1 200); do
+		p=$((10000 + RANDOM % (low - 10000)))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
 
 # start_mariadb: a throwaway server in $work, root without password over TCP.
 start_mariadb() {
-	local server install data port sock log tries cand
+	local server install data port sock log tries
 	server="$(first_cmd mariadbd mysqld)" || return 1
 	install="$(first_cmd mariadb-install-db mysql_install_db)" || return 1
 	data="$work/mariadb/data"
@@ -98,12 +119,7 @@ start_mariadb() {
 	fi
 
 	for tries in 1 2 3; do
-		port=""
-		for _ in $(seq 1 50); do
-			cand=$((20000 + RANDOM % 40000))
-			if port_free "$cand"; then port=$cand; break; fi
-		done
-		[[ -n "$port" ]] || { say "found no free loopback port"; return 1; }
+		port="$(free_port)" || { say "found no free loopback port"; return 1; }
 
 		"$server" --no-defaults "${as_user[@]}" --datadir="$data" --socket="$sock" \
 			--port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
