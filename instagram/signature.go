@@ -1,10 +1,13 @@
 package instagram
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"strings"
+	"sync"
 )
 
 // signaturePrefix starts every X-Hub-Signature-256 value Meta sends.
@@ -17,22 +20,64 @@ const signaturePrefix = "sha256="
 // anything else that does not match, including an empty secret: a key
 // anyone can guess would let anyone write into the store.
 func VerifySignature(secret, body []byte, header string) error {
-	if header == "" {
-		return ErrSignatureMissing
-	}
-	if len(secret) == 0 {
-		return ErrSignatureInvalid
-	}
-	hexSum, ok := strings.CutPrefix(header, signaturePrefix)
-	if !ok || len(hexSum) != hex.EncodedLen(sha256.Size) {
-		return ErrSignatureInvalid
-	}
-	var got [sha256.Size]byte
-	if _, err := hex.Decode(got[:], []byte(hexSum)); err != nil {
-		return ErrSignatureInvalid
+	got, err := parseSignature(secret, header)
+	if err != nil {
+		return err
 	}
 	var want [sha256.Size]byte
 	if !hmac.Equal(got[:], sum(secret, body, want[:0])) {
+		return ErrSignatureInvalid
+	}
+	return nil
+}
+
+// parseSignature decodes header's digest, refusing an empty secret.
+func parseSignature(secret []byte, header string) ([sha256.Size]byte, error) {
+	var got [sha256.Size]byte
+	if header == "" {
+		return got, ErrSignatureMissing
+	}
+	if len(secret) == 0 {
+		return got, ErrSignatureInvalid
+	}
+	hexSum, ok := strings.CutPrefix(header, signaturePrefix)
+	if !ok || len(hexSum) != hex.EncodedLen(sha256.Size) {
+		return got, ErrSignatureInvalid
+	}
+	if _, err := hex.Decode(got[:], []byte(hexSum)); err != nil {
+		return got, ErrSignatureInvalid
+	}
+	return got, nil
+}
+
+// Verifier is VerifySignature for one secret, safe for concurrent use. It
+// keeps its HMAC states for reuse, where VerifySignature builds one (and
+// its two SHA-256 states) per call.
+type Verifier struct {
+	secret []byte
+	macs   sync.Pool // of hash.Hash keyed with secret
+}
+
+// NewVerifier returns a Verifier for secret (copied).
+func NewVerifier(secret []byte) *Verifier {
+	v := &Verifier{secret: bytes.Clone(secret)}
+	v.macs.New = func() any { return hmac.New(sha256.New, v.secret) }
+	return v
+}
+
+// Verify is VerifySignature(secret, body, header).
+func (v *Verifier) Verify(body []byte, header string) error {
+	got, err := parseSignature(v.secret, header)
+	if err != nil {
+		return err
+	}
+	mac := v.macs.Get().(hash.Hash)
+	mac.Reset()
+	mac.Write(body)
+	var want [sha256.Size]byte
+	ok := hmac.Equal(got[:], mac.Sum(want[:0]))
+	v.macs.Put(mac)
+	if !ok {
 		return ErrSignatureInvalid
 	}
 	return nil

@@ -3,7 +3,9 @@ package instagram_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"igmirror/instagram"
@@ -44,6 +46,12 @@ func TestVerifySignature(t *testing.T) {
 			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
 				t.Errorf("got %v, want %v", err, tt.want)
 			}
+			v := instagram.NewVerifier(tt.secret)
+			for i := range 3 { // its HMAC state is reused: the answer must not change
+				if err := v.Verify(tt.body, tt.header); tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+					t.Errorf("Verifier, call %d: got %v, want %v", i+1, err, tt.want)
+				}
+			}
 		})
 	}
 }
@@ -83,4 +91,32 @@ func TestSignFormat(t *testing.T) {
 	if got != want {
 		t.Errorf("got %s, want %s", got, want)
 	}
+}
+
+// TestVerifierConcurrent shares one Verifier among goroutines checking
+// right and wrong signatures of different bodies (run with -race).
+func TestVerifierConcurrent(t *testing.T) {
+	secret := []byte("app-secret")
+	v := instagram.NewVerifier(secret)
+	secret[0] = 'X' // the verifier keeps its own copy
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				body := []byte(fmt.Sprintf(`{"g":%d,"i":%d}`, g, i))
+				good := instagram.Sign([]byte("app-secret"), body)
+				if err := v.Verify(body, good); err != nil {
+					t.Errorf("goroutine %d, body %d: right signature refused: %v", g, i, err)
+					return
+				}
+				if err := v.Verify(append(body, ' '), good); !errors.Is(err, instagram.ErrSignatureInvalid) {
+					t.Errorf("goroutine %d, body %d: wrong body accepted: %v", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
