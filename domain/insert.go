@@ -10,9 +10,9 @@ import (
 
 // insertCols are the columns a new message is inserted with; the rest
 // take their defaults.
-const insertCols = "(id, instagram_message_id, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid)"
+const insertCols = "(id, instagram_message_id, mid_key, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid)"
 
-const colsPerRow = 12
+const colsPerRow = 13
 
 // rowsPerStmt keeps each statement well under SQLite's bound-variable limit.
 const rowsPerStmt = 400
@@ -33,8 +33,9 @@ type insertStmts struct {
 	byRows map[int]*sql.Stmt
 }
 
-// insertSQL is the INSERT of n rows. ON CONFLICT DO NOTHING skips a mid
-// already stored. Any other constraint failure rolls back the whole
+// insertSQL is the INSERT of n rows. ON CONFLICT(mid_key) DO NOTHING
+// skips a message whose mid key is held (a duplicate, or rarely another
+// mid: see insertAll). Any other constraint failure rolls back the whole
 // transaction (OR ROLLBACK), which the writer does on any error anyway:
 // SQLite then keeps no statement journal, a copy of every page the
 // statement touches (8% of the writer's time with 400-row statements).
@@ -43,7 +44,7 @@ type insertStmts struct {
 // the common case (see insertAll).
 func insertSQL(n int) string {
 	var b strings.Builder
-	b.Grow(64 + len(insertCols) + n*26 + 24)
+	b.Grow(64 + len(insertCols) + n*28 + 32)
 	b.WriteString("INSERT OR ROLLBACK INTO messages ")
 	b.WriteString(insertCols)
 	b.WriteString(" VALUES ")
@@ -51,9 +52,9 @@ func insertSQL(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
-	b.WriteString(" ON CONFLICT DO NOTHING")
+	b.WriteString(" ON CONFLICT(mid_key) DO NOTHING")
 	return b.String()
 }
 

@@ -59,7 +59,7 @@ type Attachment struct {
 // and the admin API.
 type Message struct {
 	ID                 int64        `gorm:"primaryKey;autoIncrement" json:"id"`
-	InstagramMessageID *string      `gorm:"column:instagram_message_id;uniqueIndex" json:"instagram_message_id"`
+	InstagramMessageID *string      `gorm:"column:instagram_message_id" json:"instagram_message_id"`
 	SenderID           string       `gorm:"not null" json:"sender_id"`
 	RecipientID        string       `gorm:"not null" json:"recipient_id"`
 	Direction          Direction    `gorm:"type:text;not null" json:"direction"`
@@ -68,9 +68,13 @@ type Message struct {
 	CreatedAt          time.Time    `gorm:"not null" json:"created_at"`
 	MirrorStatus       MirrorStatus `gorm:"type:text;not null;index:idx_messages_mirror,priority:1" json:"mirror_status"`
 
+	// MIDKey keeps InstagramMessageID unique: see midkey.go. Set by Save.
+	MIDKey *int64 `gorm:"column:mid_key;uniqueIndex:idx_messages_mid_key" json:"-"`
+
 	// UserID is the customer: the sender of an inbound message, the
-	// recipient of an outbound one. Derived once, kept for filtering.
-	UserID string `gorm:"not null;index:idx_messages_user,priority:1" json:"user_id"`
+	// recipient of an outbound one. Derived once, kept for filtering
+	// through user_index (userindex.go).
+	UserID string `gorm:"not null" json:"user_id"`
 	// Attachments is the JSON list of attachments, empty when there are none.
 	Attachments string     `gorm:"not null;default:''" json:"attachments,omitempty"`
 	ReplyToMID  string     `gorm:"column:reply_to_mid;not null;default:''" json:"reply_to_mid,omitempty"`

@@ -11,14 +11,14 @@ import (
 // maxErrorLen bounds the error text kept on a message.
 const maxErrorLen = 500
 
-// inChunks calls fn with ids in slices small enough for one IN list.
-func inChunks(ids []int64, fn func(part []int64) error) error {
-	for len(ids) > 0 {
-		n := min(len(ids), 500)
-		if err := fn(ids[:n]); err != nil {
+// inChunks calls fn with items in slices small enough for one IN list.
+func inChunks[T any](items []T, fn func(part []T) error) error {
+	for len(items) > 0 {
+		n := min(len(items), 500)
+		if err := fn(items[:n]); err != nil {
 			return err
 		}
-		ids = ids[n:]
+		items = items[n:]
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -48,35 +49,26 @@ func DecodeCursor(c string) (int64, error) {
 // next page ("" when this is the last). Paging goes by id, so messages
 // stored while a client pages never shift the pages it has yet to fetch.
 func (s *Store) List(ctx context.Context, f ListFilter) ([]Message, string, error) {
-	q := s.rdb.WithContext(ctx).Model(&Message{})
-	if f.UserID != "" {
-		q = q.Where("user_id = ?", f.UserID)
-	}
-	if f.Direction != "" {
-		q = q.Where("direction = ?", f.Direction)
-	}
-	if f.MirrorStatus != "" {
-		q = q.Where("mirror_status = ?", f.MirrorStatus)
-	}
-	if !f.Since.IsZero() {
-		q = q.Where("timestamp >= ?", f.Since.UTC())
-	}
-	if !f.Until.IsZero() {
-		q = q.Where("timestamp < ?", f.Until.UTC())
-	}
+	var before int64
 	if f.Cursor != "" {
-		before, err := DecodeCursor(f.Cursor)
-		if err != nil {
+		var err error
+		if before, err = DecodeCursor(f.Cursor); err != nil {
 			return nil, "", err
 		}
-		q = q.Where("id < ?", before)
 	}
 	limit := f.Limit
 	if limit <= 0 {
 		limit = 50
 	}
 	var out []Message
-	if err := q.Order("id DESC").Limit(limit + 1).Find(&out).Error; err != nil {
+	var err error
+	if f.UserID == "" {
+		err = listFilters(s.rdb.WithContext(ctx).Model(&Message{}), f, "", before).
+			Order("id DESC").Limit(limit + 1).Find(&out).Error
+	} else {
+		out, err = listByUser(s.rdb.WithContext(ctx), f, before, limit+1)
+	}
+	if err != nil {
 		return nil, "", fmt.Errorf("list messages: %w", err)
 	}
 	next := ""
@@ -85,6 +77,58 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]Message, string, erro
 		next = EncodeCursor(out[len(out)-1].ID)
 	}
 	return out, next, nil
+}
+
+// listFilters adds f's filters but the customer, on columns named with
+// prefix, and the cursor's bound (before, 0 for none).
+func listFilters(q *gorm.DB, f ListFilter, prefix string, before int64) *gorm.DB {
+	if f.Direction != "" {
+		q = q.Where(prefix+"direction = ?", f.Direction)
+	}
+	if f.MirrorStatus != "" {
+		q = q.Where(prefix+"mirror_status = ?", f.MirrorStatus)
+	}
+	if !f.Since.IsZero() {
+		q = q.Where(prefix+"timestamp >= ?", f.Since.UTC())
+	}
+	if !f.Until.IsZero() {
+		q = q.Where(prefix+"timestamp < ?", f.Until.UTC())
+	}
+	if before > 0 {
+		q = q.Where(prefix+"id < ?", before)
+	}
+	return q
+}
+
+// listByUser returns up to n of a customer's messages, newest first: those
+// above user_index's mark by scanning them, then the older ones through
+// user_index. One read transaction keeps the mark and the index in step.
+func listByUser(db *gorm.DB, f ListFilter, before int64, n int) ([]Message, error) {
+	var out []Message
+	err := db.Transaction(func(tx *gorm.DB) error {
+		mark, err := loadUserIndexMark(tx)
+		if err != nil {
+			return err
+		}
+		err = listFilters(tx.Model(&Message{}), f, "", before).
+			Where("user_id = ? AND id > ?", f.UserID, mark).
+			Order("id DESC").Limit(n).Find(&out).Error
+		if err != nil || len(out) >= n {
+			return err
+		}
+		// CROSS JOIN keeps user_index the outer loop: SQLite walks the
+		// customer's entries newest first and stops at the limit.
+		var older []Message
+		q := tx.Table("user_index AS u CROSS JOIN messages").Select("messages.*").
+			Where("u.user_id = ? AND u.id <= ? AND messages.id = u.id", f.UserID, mark)
+		if before > 0 {
+			q = q.Where("u.id < ?", before)
+		}
+		err = listFilters(q, f, "messages.", 0).Order("u.id DESC").Limit(n - len(out)).Find(&older).Error
+		out = append(out, older...)
+		return err
+	})
+	return out, err
 }
 
 // Get returns one message by id, or ErrNotFound.
@@ -103,7 +147,7 @@ func (s *Store) Get(ctx context.Context, id int64) (Message, error) {
 // GetByMID returns the message with an Instagram message id, or ErrNotFound.
 func (s *Store) GetByMID(ctx context.Context, mid string) (Message, error) {
 	var m Message
-	err := s.rdb.WithContext(ctx).Where("instagram_message_id = ?", mid).Take(&m).Error
+	err := s.rdb.WithContext(ctx).Where("mid_key IN ? AND instagram_message_id = ?", midProbeKeys([]string{mid}), mid).Take(&m).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return Message{}, ErrNotFound
 	}
@@ -163,21 +207,22 @@ func (s *Store) MirrorCandidates(ctx context.Context, cq CandidateQuery) ([]Mess
 	}
 	var out []Message
 	for _, part := range cq.parts() {
-		q := s.rdb.WithContext(ctx).Model(&Message{}).Where("mirror_status = ? AND id > ?", part.status, cq.AfterID)
+		where := []string{"mirror_status = ?", "id > ?"}
+		args := []any{string(part.status), cq.AfterID}
 		if part.maxAttempts > 0 {
-			q = q.Where("mirror_attempts < ?", part.maxAttempts)
+			where, args = append(where, "mirror_attempts < ?"), append(args, part.maxAttempts)
 		}
 		if !part.createdBefore.IsZero() {
-			q = q.Where("created_at < ?", part.createdBefore.UTC())
+			where, args = append(where, "created_at < ?"), append(args, part.createdBefore.UTC())
 		}
 		if !cq.Since.IsZero() {
-			q = q.Where("timestamp >= ?", cq.Since.UTC())
+			where, args = append(where, "timestamp >= ?"), append(args, cq.Since.UTC())
 		}
 		if !cq.Until.IsZero() {
-			q = q.Where("timestamp < ?", cq.Until.UTC())
+			where, args = append(where, "timestamp < ?"), append(args, cq.Until.UTC())
 		}
-		var got []Message
-		if err := q.Order("id ASC").Limit(limit).Find(&got).Error; err != nil {
+		got, err := s.queryMessages(ctx, "WHERE "+strings.Join(where, " AND ")+" ORDER BY id ASC LIMIT ?", append(args, limit)...)
+		if err != nil {
 			return nil, fmt.Errorf("find mirror candidates: %w", err)
 		}
 		out = append(out, got...)
@@ -232,14 +277,14 @@ func (s *Store) DeferCandidates(ctx context.Context, cq CandidateQuery, fromID i
 	return n, err
 }
 
-// CountByStatus returns how many messages are in each mirror state.
+// CountByStatus returns how many messages are in each mirror state, from
+// the counts the writer keeps (statuscounts.go).
 func (s *Store) CountByStatus(ctx context.Context) (map[MirrorStatus]int64, error) {
 	var rows []struct {
 		MirrorStatus MirrorStatus
 		N            int64
 	}
-	err := s.rdb.WithContext(ctx).Model(&Message{}).
-		Select("mirror_status, COUNT(*) AS n").Group("mirror_status").Scan(&rows).Error
+	err := s.rdb.WithContext(ctx).Raw("SELECT status AS mirror_status, n FROM status_counts").Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("count by mirror status: %w", err)
 	}
@@ -263,17 +308,22 @@ type MirrorState struct {
 func (s *Store) MirrorStates(ctx context.Context, ids []int64) (map[int64]MirrorState, error) {
 	out := make(map[int64]MirrorState, len(ids))
 	err := inChunks(ids, func(part []int64) error {
-		var rows []struct {
-			ID             int64
-			MirrorStatus   MirrorStatus
-			MirrorAttempts int
-		}
-		if err := s.rdb.WithContext(ctx).Model(&Message{}).Select("id, mirror_status, mirror_attempts").
-			Where("id IN ?", part).Scan(&rows).Error; err != nil {
+		rows, err := s.rsql.QueryContext(ctx, "SELECT id, mirror_status, mirror_attempts FROM messages WHERE id IN ("+placeholders(len(part))+")", int64Args(part)...)
+		if err != nil {
 			return fmt.Errorf("read mirror states: %w", err)
 		}
-		for _, r := range rows {
-			out[r.ID] = MirrorState{ID: r.ID, Status: r.MirrorStatus, Attempts: r.MirrorAttempts}
+		defer rows.Close()
+		for rows.Next() {
+			var st MirrorState
+			var status string
+			if err := rows.Scan(&st.ID, &status, &st.Attempts); err != nil {
+				return fmt.Errorf("read mirror states: %w", err)
+			}
+			st.Status = MirrorStatus(status)
+			out[st.ID] = st
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read mirror states: %w", err)
 		}
 		return nil
 	})

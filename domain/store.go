@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/mattn/go-sqlite3"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 )
@@ -26,6 +28,10 @@ type StoreOptions struct {
 	Logger      *slog.Logger // for GORM's warnings and slow queries
 	// MaxBatch bounds how many messages one group commit may hold.
 	MaxBatch int
+	// UserIndexEvery is how many messages may wait above the customer
+	// index's mark before the writer indexes them in bulk (userindex.go);
+	// 0 means 32768.
+	UserIndexEvery int
 }
 
 // Store is the SQLite store of messages. Every write goes through one
@@ -36,6 +42,7 @@ type StoreOptions struct {
 type Store struct {
 	wdb    *gorm.DB
 	rdb    *gorm.DB
+	rsql   *sql.DB // rdb's pool, for reads that scan rows themselves (scan.go)
 	log    *slog.Logger
 	reqs   chan *writeReq
 	kick   chan struct{}
@@ -46,6 +53,11 @@ type Store struct {
 
 	dropMu sync.Mutex
 	drops  []int64 // ids whose event the full queue turned away, recorded asynchronously
+
+	stats writerStats
+
+	userMark  int64 // user_index holds every message up to this id; owned by the writer
+	userEvery int   // messages allowed above userMark before the writer indexes them
 
 	nextID int64 // owned by the writer goroutine
 
@@ -62,7 +74,8 @@ type writeReq struct {
 	unsends []string
 	apply   func(tx *gorm.DB) error // status updates and other small writes
 	done    chan error
-	isNew   []bool // filled by the writer: which msgs were stored (not duplicates)
+	isNew   []bool   // filled by the writer: which msgs were stored (not duplicates)
+	tsText  []string // each msg's Timestamp as the driver would write it, formatted by the caller
 	unsent  int
 }
 
@@ -108,6 +121,20 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 		_ = wsql.Close()
 		return nil, fmt.Errorf("migrate sqlite %s: %w", opts.Path, err)
 	}
+	for _, migrate := range []func(*gorm.DB, *slog.Logger) error{migrateMIDKeys, migrateUserIndex, migrateStatusCounts} {
+		if err := migrate(wdb, opts.Logger); err != nil {
+			_ = wsql.Close()
+			return nil, fmt.Errorf("migrate sqlite %s: %w", opts.Path, err)
+		}
+	}
+	userMark, err := loadUserIndexMark(wdb)
+	if err != nil {
+		_ = wsql.Close()
+		return nil, err
+	}
+	if opts.UserIndexEvery <= 0 {
+		opts.UserIndexEvery = defaultUserIndexEvery
+	}
 
 	rq := url.Values{}
 	rq.Set("_journal_mode", "WAL")
@@ -129,12 +156,16 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 	s := &Store{
 		wdb:  wdb,
 		rdb:  rdb,
+		rsql: rsql,
 		log:  opts.Logger,
 		reqs: make(chan *writeReq, 4096),
 		kick: make(chan struct{}, 1),
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
 		max:  opts.MaxBatch,
+
+		userMark:  userMark,
+		userEvery: opts.UserIndexEvery,
 	}
 	if err := s.loadNextID(); err != nil {
 		_ = wsql.Close()
@@ -155,6 +186,48 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 	}
 	go s.run()
 	return s, nil
+}
+
+// maxYields is how many times the writer lets other goroutines run
+// before it commits what it gathered: while each yield brings more
+// writes, the group grows. Handlers that are a few microseconds from
+// submitting (parsing, validating) then join this commit instead of
+// waiting for the next. Measured on 2 CPUs with 32 single-message
+// clients: 2.8 writes per commit without, 8.5 with, and the writer's
+// busy time from 63% to 51%. With nothing else runnable a yield returns
+// at once, so an idle store commits without delay.
+const maxYields = 3
+
+// writerStats counts the writer's transactions, for metrics.
+type writerStats struct {
+	commits, failed, requests, nanos atomic.Int64
+}
+
+func (w *writerStats) record(requests int, d time.Duration, err error) {
+	w.nanos.Add(int64(d))
+	if err != nil {
+		w.failed.Add(1)
+		return
+	}
+	w.commits.Add(1)
+	w.requests.Add(int64(requests))
+}
+
+// WriterStats is what the single writer has done since the store opened.
+type WriterStats struct {
+	Commits  int64         // transactions committed
+	Failed   int64         // transactions rolled back
+	Requests int64         // writes (a Save, a status update) folded into the commits
+	Busy     time.Duration // time spent in transactions, committed or not
+}
+
+// WriterStats returns the writer's counters: Requests/Commits is the mean
+// group-commit size, and Busy's rate how busy the writer is.
+func (s *Store) WriterStats() WriterStats {
+	return WriterStats{
+		Commits: s.stats.commits.Load(), Failed: s.stats.failed.Load(), Requests: s.stats.requests.Load(),
+		Busy: time.Duration(s.stats.nanos.Load()),
+	}
 }
 
 // healthCheck is a one-row table that readiness writes to, proving the
@@ -191,7 +264,11 @@ func (s *Store) Save(ctx context.Context, msgs []Message, unsends []string) (Sav
 	if len(msgs) == 0 && len(unsends) == 0 {
 		return SaveResult{}, nil
 	}
-	r := &writeReq{msgs: msgs, unsends: unsends}
+	setMIDKeys(msgs)
+	r := &writeReq{msgs: msgs, unsends: unsends, tsText: make([]string, len(msgs))}
+	for i := range msgs {
+		r.tsText[i] = sqliteTime(msgs[i].Timestamp)
+	}
 	if err := s.submit(ctx, r); err != nil {
 		return SaveResult{}, err
 	}
@@ -280,15 +357,22 @@ func (s *Store) run() {
 			return
 		}
 		n := countMsgs(batch)
-	gather:
-		for n < s.max {
-			select {
-			case r := <-s.reqs:
-				batch = append(batch, r)
-				n += len(r.msgs)
-			default:
-				break gather
+		for yields := 0; ; yields++ {
+			before := len(batch)
+		gather:
+			for n < s.max {
+				select {
+				case r := <-s.reqs:
+					batch = append(batch, r)
+					n += len(r.msgs)
+				default:
+					break gather
+				}
 			}
+			if yields >= maxYields || n >= s.max || (yields > 0 && len(batch) == before) {
+				break
+			}
+			runtime.Gosched()
 		}
 		s.commit(batch)
 	}
@@ -320,7 +404,9 @@ func (s *Store) commit(batch []*writeReq) {
 	if len(batch) == 0 && len(drops) == 0 {
 		return
 	}
+	start := time.Now()
 	err := s.tx(batch, drops)
+	s.stats.record(len(batch), time.Since(start), err)
 	if err == nil {
 		for _, r := range batch {
 			r.done <- nil
@@ -335,7 +421,10 @@ func (s *Store) commit(batch []*writeReq) {
 		return
 	}
 	for _, r := range batch {
-		r.done <- s.tx([]*writeReq{r}, nil)
+		start := time.Now()
+		err := s.tx([]*writeReq{r}, nil)
+		s.stats.record(1, time.Since(start), err)
+		r.done <- err
 	}
 }
 
@@ -344,14 +433,16 @@ func (s *Store) tx(batch []*writeReq, drops []int64) error {
 		if err := s.insertAll(tx, batch); err != nil {
 			return err
 		}
+		if err := s.indexUsers(tx); err != nil {
+			return err
+		}
 		for _, r := range batch {
 			if len(r.unsends) > 0 {
-				res := tx.Exec("UPDATE messages SET deleted = 1, deleted_at = ? WHERE deleted = 0 AND instagram_message_id IN ?",
-					time.Now().UTC(), r.unsends)
-				if res.Error != nil {
-					return fmt.Errorf("mark unsent: %w", res.Error)
+				n, err := markUnsent(tx, r.unsends)
+				if err != nil {
+					return err
 				}
-				r.unsent = int(res.RowsAffected)
+				r.unsent = n
 			}
 			if r.apply != nil {
 				if err := r.apply(tx); err != nil {
@@ -370,13 +461,42 @@ func (s *Store) tx(batch []*writeReq, drops []int64) error {
 		return nil
 	})
 	if err != nil {
-		// Ids handed out inside the rolled-back transaction may be reused.
+		// Ids handed out inside the rolled-back transaction may be reused,
+		// and the customer index's mark may not have moved.
 		if lerr := s.loadNextID(); lerr != nil {
 			s.log.Error("reload last message id", "err", lerr)
+		}
+		if mark, lerr := loadUserIndexMark(s.wdb); lerr != nil {
+			s.log.Error("reload user_index mark", "err", lerr)
+		} else {
+			s.userMark = mark
 		}
 		return err
 	}
 	return nil
+}
+
+// markUnsent marks the stored messages with these mids deleted, and
+// returns how many it newly marked. The mids are found through mid_key.
+func markUnsent(tx *gorm.DB, mids []string) (int, error) {
+	now := time.Now().UTC()
+	marked := 0
+	err := inChunks(mids, func(part []string) error {
+		res := tx.Exec("UPDATE messages SET deleted = 1, deleted_at = ? WHERE deleted = 0 AND mid_key IN ? AND instagram_message_id IN ?",
+			now, midProbeKeys(part), part)
+		if res.Error != nil {
+			return fmt.Errorf("mark unsent: %w", res.Error)
+		}
+		marked += int(res.RowsAffected)
+		return nil
+	})
+	return marked, err
+}
+
+// sqliteTime formats t exactly as the SQLite driver writes a time.Time,
+// so that the writer binds a ready string.
+func sqliteTime(t time.Time) string {
+	return t.Format(sqlite3.SQLiteTimestampFormats[0])
 }
 
 // ErrFileMoved is returned by writes while the SQLite file is no longer at
@@ -399,17 +519,22 @@ func (s *Store) checkFile() error {
 	return nil
 }
 
+// insertSlot is one message of a group commit: request and index.
+type insertSlot struct {
+	r *writeReq
+	i int
+}
+
+func (sl insertSlot) msg() *Message { return &sl.r.msgs[sl.i] }
+
 // insertAll inserts every message of the batch. The writer hands out ids
 // itself (it is the only writer), so which rows were inserted and which
-// skipped as duplicates is known by id, never by position: all of a
-// statement's rows when it reports as many changes, else the ids read
-// back. The statements are the ones prepared at open, run on the
-// transaction's connection, without GORM in between.
+// skipped is known by id, never by position. A message skipped because
+// its mid_key is held is a duplicate when the holder has the same mid,
+// and is tried again under its next probe key when not (midkey.go). The
+// statements are the ones prepared at open, run on the transaction's
+// connection, without GORM in between.
 func (s *Store) insertAll(tx *gorm.DB, batch []*writeReq) error {
-	type slot struct {
-		r *writeReq
-		i int
-	}
 	n := countMsgs(batch)
 	if n == 0 {
 		return nil
@@ -419,11 +544,9 @@ func (s *Store) insertAll(tx *gorm.DB, batch []*writeReq) error {
 		return fmt.Errorf("insert messages: writer transaction is a %T, not a *sql.Tx", tx.Statement.ConnPool)
 	}
 	ctx := tx.Statement.Context
-	// Ids are handed out consecutively from first, so a returned id finds
-	// its message by subtraction.
-	first := s.nextID
-	slots := make([]slot, 0, n)
+	slots := make([]insertSlot, 0, n)
 	now := time.Now().UTC()
+	created := sqliteTime(now) // once per commit
 	for _, r := range batch {
 		r.isNew = make([]bool, len(r.msgs))
 		for i := range r.msgs {
@@ -431,60 +554,129 @@ func (s *Store) insertAll(tx *gorm.DB, batch []*writeReq) error {
 			m.ID = s.nextID
 			s.nextID++
 			m.CreatedAt = now
-			slots = append(slots, slot{r, i})
+			slots = append(slots, insertSlot{r, i})
 		}
 	}
-	args := make([]any, 0, min(n, rowsPerStmt)*colsPerRow)
+	pending := slots
+	for probe := 0; len(pending) > 0; probe++ {
+		skipped, err := s.insertRows(ctx, sqlTx, pending, created)
+		if err != nil {
+			return fmt.Errorf("insert messages: %w", err)
+		}
+		if pending, err = retryCollisions(ctx, sqlTx, skipped, probe); err != nil {
+			return fmt.Errorf("insert messages: %w", err)
+		}
+	}
+	return countNew(ctx, sqlTx, batch)
+}
+
+// insertRows inserts slots with created_at created (formatted), marking
+// each stored one new, and returns the ones skipped because their mid_key
+// is held.
+func (s *Store) insertRows(ctx context.Context, sqlTx *sql.Tx, slots []insertSlot, created string) ([]insertSlot, error) {
+	var skipped []insertSlot
+	args := make([]any, 0, min(len(slots), rowsPerStmt)*colsPerRow)
 	for pending := slots; len(pending) > 0; {
 		k := s.ins.next(len(pending))
 		chunk := pending[:k]
 		pending = pending[k:]
 		args = args[:0]
+		lo, hi := chunk[0].msg().ID, chunk[0].msg().ID
 		for _, sl := range chunk {
-			m := &sl.r.msgs[sl.i]
-			args = append(args, m.ID, m.InstagramMessageID, m.SenderID, m.RecipientID, string(m.Direction),
-				m.MessageText, m.Timestamp, m.CreatedAt, string(m.MirrorStatus), m.UserID, m.Attachments, m.ReplyToMID)
+			m := sl.msg()
+			lo, hi = min(lo, m.ID), max(hi, m.ID)
+			args = append(args, m.ID, m.InstagramMessageID, m.MIDKey, m.SenderID, m.RecipientID, string(m.Direction),
+				m.MessageText, sl.r.tsText[sl.i], created, string(m.MirrorStatus), m.UserID, m.Attachments, m.ReplyToMID)
 		}
 		res, err := sqlTx.StmtContext(ctx, s.ins.byRows[k]).ExecContext(ctx, args...)
 		if err != nil {
-			return fmt.Errorf("insert messages: %w", err)
+			return nil, err
 		}
 		stored, err := res.RowsAffected()
 		if err != nil {
-			return fmt.Errorf("insert messages: %w", err)
+			return nil, err
 		}
-		lo, hi := chunk[0].r.msgs[chunk[0].i].ID, chunk[k-1].r.msgs[chunk[k-1].i].ID
 		if stored == int64(k) {
 			for _, sl := range chunk {
 				sl.r.isNew[sl.i] = true
 			}
 			continue
 		}
-		// Some mids were already stored. The chunk's ids are consecutive and
-		// new, so the ids now present are exactly the rows inserted.
-		rows, err := sqlTx.QueryContext(ctx, "SELECT id FROM messages WHERE id BETWEEN ? AND ?", lo, hi)
+		// Some were skipped. Every id of the chunk was free, so the ids now
+		// present are exactly the rows inserted.
+		present, err := presentIDs(ctx, sqlTx, lo, hi)
 		if err != nil {
-			return fmt.Errorf("insert messages: read back ids: %w", err)
+			return nil, fmt.Errorf("read back ids: %w", err)
 		}
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				_ = rows.Close()
-				return fmt.Errorf("insert messages: read back ids: %w", err)
-			}
-			if j := id - first; j >= 0 && j < int64(len(slots)) {
-				sl := slots[j]
+		for _, sl := range chunk {
+			if present[sl.msg().ID] {
 				sl.r.isNew[sl.i] = true
+			} else {
+				skipped = append(skipped, sl)
 			}
-		}
-		if err := rows.Close(); err != nil {
-			return fmt.Errorf("insert messages: read back ids: %w", err)
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("insert messages: read back ids: %w", err)
 		}
 	}
-	return nil
+	return skipped, nil
+}
+
+func presentIDs(ctx context.Context, sqlTx *sql.Tx, lo, hi int64) (map[int64]bool, error) {
+	rows, err := sqlTx.QueryContext(ctx, "SELECT id FROM messages WHERE id BETWEEN ? AND ?", lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	present := make(map[int64]bool, hi-lo+1)
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			_ = rows.Close()
+			return nil, err
+		}
+		present[id] = true
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	return present, rows.Err()
+}
+
+// retryCollisions sorts the skipped messages, all tried under their
+// probe-th key: a message whose key holds the same mid is a duplicate
+// (left not new); one whose key holds another mid gets its next probe
+// key and is returned, to be inserted again.
+func retryCollisions(ctx context.Context, sqlTx *sql.Tx, skipped []insertSlot, probe int) ([]insertSlot, error) {
+	if len(skipped) == 0 {
+		return nil, nil
+	}
+	keys := make([]int64, 0, len(skipped))
+	for _, sl := range skipped {
+		m := sl.msg()
+		if m.MIDKey == nil {
+			return nil, fmt.Errorf("message %d was skipped but has no mid key", m.ID)
+		}
+		keys = append(keys, *m.MIDKey)
+	}
+	holders, err := storedMIDs(ctx, sqlTx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("read back mids: %w", err)
+	}
+	var again []insertSlot
+	for _, sl := range skipped {
+		m := sl.msg()
+		holder, ok := holders[*m.MIDKey]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("message %d was skipped but no row holds its mid key", m.ID)
+		case holder == m.MID():
+			// A duplicate: stored before, or earlier in this batch.
+		case probe+1 >= maxMIDProbes:
+			return nil, fmt.Errorf("message %d: all %d probe keys of its mid are taken", m.ID, maxMIDProbes)
+		default:
+			k := midKeyProbe(m.MID(), probe+1)
+			m.MIDKey = &k
+			again = append(again, sl)
+		}
+	}
+	return again, nil
 }
 
 // Close stops the writer after it has committed what it was handed, then

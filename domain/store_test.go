@@ -485,3 +485,34 @@ func TestGetNotFound(t *testing.T) {
 		t.Errorf("GetByMID missing: got %v, want ErrNotFound", err)
 	}
 }
+
+// TestWriterStats: every Save is one request of some commit, and a failed
+// transaction is counted apart from the commits.
+func TestWriterStats(t *testing.T) {
+	s := mustOpenStore(t)
+	before := s.WriterStats()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 5 {
+				a, b := newMsg(t, mid(fmt.Sprintf("stats-%d", g), i)), newMsg(t, mid(fmt.Sprintf("stats-%d-b", g), i))
+				if _, err := s.Save(context.Background(), []domain.Message{a, b}, nil); err != nil {
+					t.Errorf("Save: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got := s.WriterStats()
+	if d := got.Requests - before.Requests; d != 40 {
+		t.Errorf("requests: got %d, want 40", d)
+	}
+	if d := got.Commits - before.Commits; d < 1 || d > 40 {
+		t.Errorf("commits: got %d, want 1..40", d)
+	}
+	if got.Busy <= before.Busy || got.Failed != before.Failed {
+		t.Errorf("busy %v → %v, failed %d → %d: want busy up, no failures", before.Busy, got.Busy, before.Failed, got.Failed)
+	}
+}
