@@ -27,7 +27,7 @@ const adminBodyLimit = 1 << 20
 // refused without the token, and a wrong method on a known path is a 405
 // rather than the group's catch-all 404.
 func (a *App) newAdmin() *echo.Echo {
-	e := a.newEcho("admin")
+	e := a.newEcho(listenerAdmin)
 	e.Use(a.requireToken)
 	g := e.Group("/admin")
 	g.GET("/messages", a.listMessages)

@@ -72,6 +72,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.store = store
+	a.metrics.registerStore(store)
 	a.bus = events.New(cfg.MirrorQueueSize, log.With("component", "bus"))
 	a.metrics.registerBus(a.bus)
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -282,5 +283,66 @@ func TestRunLogFormatAndLevel(t *testing.T) {
 			noSecretsIn(t, "log", out.String(), "run-admin-token-31", "run-app-secret-31")
 			c.check(t, out.String())
 		})
+	}
+}
+
+// TestAccessLogLevels: at the default level, an accepted webhook delivery
+// writes no access line (routine traffic the metrics count), while a
+// rejected delivery, an admin call and a probe each write one.
+func TestAccessLogLevels(t *testing.T) {
+	out := &syncBuffer{}
+	ta := startAppWith(t, testConfig(t), func(a *App) {
+		a.log = slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	body := sample(t, "inbound_text.json")
+	if code, resp := ta.post(body); code != http.StatusOK {
+		t.Fatalf("signed delivery: %d %s", code, resp)
+	}
+	if code, _ := ta.postWithSig(body, "sha256=00"); code < 400 || code >= 500 {
+		t.Fatalf("badly signed delivery: %d, want 4xx", code)
+	}
+	if code, _ := ta.adminDo(http.MethodGet, "/admin/mirror/stats", testAdminToken, nil); code != http.StatusOK {
+		t.Fatalf("stats: %d", code)
+	}
+	resp, err := ta.client.Get(ta.base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+
+	var got []string
+	for _, l := range logLines(t, out.String()) {
+		if l["msg"] == "http request" {
+			got = append(got, fmt.Sprintf("%v %v %v %v", l["level"], l["method"], l["route"], l["status"]))
+		}
+	}
+	want := []string{
+		"INFO POST /webhooks/instagram 403",
+		"INFO GET /admin/mirror/stats 200",
+		"INFO GET /healthz 200",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("access lines at info:\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestAccessLevel(t *testing.T) {
+	cases := []struct {
+		listener, method, route string
+		status                  int
+		want                    slog.Level
+	}{
+		{listenerPublic, http.MethodPost, webhookRoute, 200, slog.LevelDebug},
+		{listenerPublic, http.MethodPost, webhookRoute, 401, slog.LevelInfo},
+		{listenerPublic, http.MethodPost, webhookRoute, 413, slog.LevelInfo},
+		{listenerPublic, http.MethodPost, webhookRoute, 503, slog.LevelError},
+		{listenerPublic, http.MethodGet, webhookRoute, 200, slog.LevelInfo},
+		{listenerAdmin, http.MethodPost, "/admin/messages", 201, slog.LevelInfo},
+		{listenerAdmin, http.MethodGet, "/admin/messages", 500, slog.LevelError},
+	}
+	for _, c := range cases {
+		if got := accessLevel(c.listener, c.method, c.route, c.status); got != c.want {
+			t.Errorf("accessLevel(%s %s %s %d) = %v, want %v", c.listener, c.method, c.route, c.status, got, c.want)
+		}
 	}
 }

@@ -1,6 +1,11 @@
 package main
 
 import (
+	"strconv"
+	"sync"
+	"time"
+
+	"igmirror/domain"
 	"igmirror/events"
 	"igmirror/instagram"
 	"igmirror/mirror"
@@ -27,7 +32,8 @@ var deliveryOutcomes = []string{deliveryStored, deliveryUnauthorized, deliveryFo
 	deliveryTooLarge, deliveryStoreError, deliveryUnsignedDeny}
 
 // Item kinds of a delivery, as the items counter labels them.
-var itemKinds = []string{"message", "echo", "unsend", "reaction", "read", "postback", "referral", "edit", "change", "other"}
+// The order is countItems'.
+var itemKinds = [...]string{"message", "echo", "unsend", "reaction", "read", "postback", "referral", "edit", "change", "other"}
 
 // metrics holds the collectors the handlers update directly; the rest are
 // functions reading the bus and the mirror's own counters.
@@ -39,6 +45,12 @@ type metrics struct {
 	httpDuration *prometheus.HistogramVec
 	insertSecs   prometheus.Histogram
 	lookups      *prometheus.CounterVec
+
+	httpSeries sync.Map // httpSeries → prometheus.Observer
+
+	// Resolved once: the children a stored delivery updates.
+	delivered  prometheus.Counter
+	itemCounts [len(itemKinds)]prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -74,9 +86,10 @@ func newMetrics() *metrics {
 	for _, o := range deliveryOutcomes {
 		m.deliveries.WithLabelValues(o)
 	}
-	for _, k := range itemKinds {
-		m.items.WithLabelValues(k)
+	for i, k := range itemKinds {
+		m.itemCounts[i] = m.items.WithLabelValues(k)
 	}
+	m.delivered = m.deliveries.WithLabelValues(deliveryStored)
 	for _, src := range []string{"webhook", "admin"} {
 		for _, o := range []string{"stored", "duplicate"} {
 			m.messages.WithLabelValues(src, o)
@@ -90,16 +103,52 @@ func newMetrics() *metrics {
 	return m
 }
 
+// httpSeries names one child of the latency histogram.
+type httpSeries struct {
+	listener, route string
+	status          int
+}
+
+// observeHTTP records a request's latency. The histogram's children are
+// kept in a map of their own: few (routes × status codes), and found
+// without formatting the code and hashing three labels per request.
+func (m *metrics) observeHTTP(listener, route string, status int, d time.Duration) {
+	k := httpSeries{listener, route, status}
+	o, ok := m.httpSeries.Load(k)
+	if !ok {
+		o, _ = m.httpSeries.LoadOrStore(k, m.httpDuration.WithLabelValues(listener, route, strconv.Itoa(status)))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
+}
+
 // countItems adds one delivery's items to the items counter.
 func (m *metrics) countItems(c instagram.Counts) {
-	for kind, n := range map[string]int{
-		"message": c.Messages, "echo": c.Echoes, "unsend": c.Unsends, "reaction": c.Reactions, "read": c.Reads,
-		"postback": c.Postbacks, "referral": c.Referrals, "edit": c.Edits, "change": c.Changes, "other": c.Other,
-	} {
+	for i, n := range [len(itemKinds)]int{c.Messages, c.Echoes, c.Unsends, c.Reactions, c.Reads,
+		c.Postbacks, c.Referrals, c.Edits, c.Changes, c.Other} {
 		if n > 0 {
-			m.items.WithLabelValues(kind).Add(float64(n))
+			m.itemCounts[i].Add(float64(n))
 		}
 	}
+}
+
+// registerStore exposes the SQLite writer's group commits: requests per
+// commit is the mean group size, and the rate of the busy seconds how
+// close the single writer is to saturation (1 = always in a transaction).
+func (m *metrics) registerStore(st *domain.Store) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "sqlite_commits_total", Help: "Group commits of the SQLite writer.",
+		}, func() float64 { return float64(st.WriterStats().Commits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "sqlite_rollbacks_total", Help: "SQLite writer transactions that failed and rolled back.",
+		}, func() float64 { return float64(st.WriterStats().Failed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "sqlite_commit_requests_total", Help: "Writes (deliveries, status updates) folded into the group commits.",
+		}, func() float64 { return float64(st.WriterStats().Requests) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "sqlite_writer_busy_seconds_total", Help: "Time the SQLite writer spent in transactions.",
+		}, func() float64 { return st.WriterStats().Busy.Seconds() }),
+	)
 }
 
 // registerBus exposes the event bus's counters and queue gauges.

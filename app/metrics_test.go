@@ -155,6 +155,10 @@ var metricFamilies = []struct {
 	{"igmirror_crm_connected", dto.MetricType_GAUGE, "", nil},
 	{"igmirror_crm_state", dto.MetricType_GAUGE, "state", []string{"connected", "connecting", "disabled", "misconfigured", "unreachable"}},
 	{"igmirror_mirror_last_success_timestamp_seconds", dto.MetricType_GAUGE, "", nil},
+	{"igmirror_sqlite_commits_total", dto.MetricType_COUNTER, "", nil},
+	{"igmirror_sqlite_rollbacks_total", dto.MetricType_COUNTER, "", nil},
+	{"igmirror_sqlite_commit_requests_total", dto.MetricType_COUNTER, "", nil},
+	{"igmirror_sqlite_writer_busy_seconds_total", dto.MetricType_COUNTER, "", nil},
 }
 
 func TestMetricsNamesAndZeroes(t *testing.T) {
@@ -312,6 +316,18 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 		if got := delta(c.name, c.labels...); got != c.want {
 			t.Errorf("%s%v moved by %v, want %v", c.name, c.labels, got, c.want)
 		}
+	}
+	// Every stored delivery and admin record is one write request; group
+	// commit folds them into at most as many commits.
+	commits, requests := delta("igmirror_sqlite_commits_total"), delta("igmirror_sqlite_commit_requests_total")
+	if requests < n+2+2 || commits < 1 || commits > requests {
+		t.Errorf("sqlite writer: %v commits of %v requests; want at least %v requests in 1..requests commits", commits, requests, n+4)
+	}
+	if got := delta("igmirror_sqlite_writer_busy_seconds_total"); got <= 0 {
+		t.Errorf("sqlite writer busy seconds moved by %v, want > 0", got)
+	}
+	if got := delta("igmirror_sqlite_rollbacks_total"); got != 0 {
+		t.Errorf("sqlite rollbacks moved by %v, want 0", got)
 	}
 	hist := "igmirror_http_request_duration_seconds"
 	for _, c := range []struct {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"strconv"
 	"time"
 
 	"igmirror/domain"
@@ -28,12 +27,20 @@ func (e *apiError) Error() string { return e.msg }
 
 func newAPIError(status int, msg string) error { return &apiError{status: status, msg: msg} }
 
+// The listeners' names, as in logs and metrics, and the webhook's route.
+const (
+	listenerPublic = "public"
+	listenerAdmin  = "admin"
+	webhookRoute   = "/webhooks/instagram"
+)
+
 // newPublic builds the public listener's routes: webhooks, health, metrics.
 func (a *App) newPublic() *echo.Echo {
-	e := a.newEcho("public")
-	wh := &webhookHandler{cfg: a.cfg, ingester: a.ingester, metrics: a.metrics, log: a.log}
-	e.GET("/webhooks/instagram", wh.verify)
-	e.POST("/webhooks/instagram", wh.receive)
+	e := a.newEcho(listenerPublic)
+	wh := &webhookHandler{cfg: a.cfg, ingester: a.ingester, metrics: a.metrics, log: a.log,
+		verifier: instagram.NewVerifier([]byte(a.cfg.InstagramAppSecret))}
+	e.GET(webhookRoute, wh.verify)
+	e.POST(webhookRoute, wh.receive)
 	e.GET("/healthz", a.healthz)
 	e.GET("/readyz", a.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{})))
@@ -75,12 +82,14 @@ func (a *App) requestLog(listener string) echo.MiddlewareFunc {
 				route = "unmatched"
 			}
 			d := time.Since(start)
-			a.metrics.httpDuration.WithLabelValues(listener, route, strconv.Itoa(status)).Observe(d.Seconds())
-			a.log.LogAttrs(req.Context(), levelFor(status), "http request",
-				slog.String("listener", listener), slog.String("request_id", id), slog.String("method", req.Method),
-				slog.String("path", req.URL.Path), slog.String("route", route), slog.Int("status", status),
-				slog.Int64("bytes_in", req.ContentLength), slog.Int64("bytes_out", c.Response().Size),
-				slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote_ip", c.RealIP()))
+			a.metrics.observeHTTP(listener, route, status, d)
+			if level := accessLevel(listener, req.Method, route, status); a.log.Enabled(req.Context(), level) {
+				a.log.LogAttrs(req.Context(), level, "http request",
+					slog.String("listener", listener), slog.String("request_id", id), slog.String("method", req.Method),
+					slog.String("path", req.URL.Path), slog.String("route", route), slog.Int("status", status),
+					slog.Int64("bytes_in", req.ContentLength), slog.Int64("bytes_out", c.Response().Size),
+					slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("remote_ip", c.RealIP()))
+			}
 			return nil
 		}
 	}

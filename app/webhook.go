@@ -20,6 +20,7 @@ type webhookHandler struct {
 	ingester *ingester
 	metrics  *metrics
 	log      *slog.Logger
+	verifier *instagram.Verifier // of cfg.InstagramAppSecret
 }
 
 // verify answers the subscription handshake: the challenge, exactly, when
@@ -53,7 +54,7 @@ func (h *webhookHandler) receive(c echo.Context) error {
 		return newAPIError(http.StatusBadRequest, "could not read request body")
 	}
 	if secret != "" {
-		if err := instagram.VerifySignature([]byte(secret), body, c.Request().Header.Get("X-Hub-Signature-256")); err != nil {
+		if err := h.verifier.Verify(body, c.Request().Header.Get("X-Hub-Signature-256")); err != nil {
 			if errors.Is(err, instagram.ErrSignatureMissing) {
 				h.metrics.deliveries.WithLabelValues(deliveryUnauthorized).Inc()
 			} else {
@@ -72,7 +73,7 @@ func (h *webhookHandler) receive(c echo.Context) error {
 		h.metrics.deliveries.WithLabelValues(deliveryStoreError).Inc()
 		return err
 	}
-	h.metrics.deliveries.WithLabelValues(deliveryStored).Inc()
+	h.metrics.delivered.Inc()
 	h.metrics.countItems(d.Counts)
 	return c.JSONBlob(http.StatusOK, receipt(len(res.New), res.Duplicates, res.Unsent))
 }
