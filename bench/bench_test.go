@@ -1,11 +1,18 @@
 package main
 
 import (
+	"context"
+	"database/sql"
 	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"igmirror/domain"
 	"igmirror/instagram"
+	"igmirror/internal/testkit/check"
 )
 
 // TestPayloadsAreValidSignedDeliveries: the load generator's deliveries
@@ -98,4 +105,80 @@ func TestParseFlags(t *testing.T) {
 			t.Error("parseFlags(-only nope): got no error")
 		}
 	})
+}
+
+// TestPrefillMakesAStoreTheServiceOpens: the growth figure's pre-filled
+// rows carry the service's mid keys, so the service opens the file with
+// nothing to migrate and finds every mid by its key.
+func TestPrefillMakesAStoreTheServiceOpens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "prefill.db")
+	if err := prefill(context.Background(), path, 1500, nil); err != nil {
+		t.Fatalf("prefill: %v", err)
+	}
+	db, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mark, indexed int64
+	err = db.QueryRow("SELECT (SELECT value FROM store_meta WHERE key = 'user_index_upto'), (SELECT COUNT(*) FROM user_index)").Scan(&mark, &indexed)
+	_ = db.Close()
+	if err != nil || mark != 1500 || indexed != 1500 {
+		t.Fatalf("customer index after prefill: mark %d, %d entries, %v; want 1500, 1500", mark, indexed, err)
+	}
+	logs := &check.LogBuffer{}
+	s, err := domain.OpenStore(domain.StoreOptions{Path: path, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if strings.Contains(logs.String(), "migration") {
+		t.Errorf("opening a pre-filled store migrated it:\n%s", logs)
+	}
+	page, _, err := s.List(context.Background(), domain.ListFilter{Limit: 500})
+	if err != nil || len(page) != 500 {
+		t.Fatalf("list: %d rows, %v", len(page), err)
+	}
+	for _, m := range page {
+		if m.UserID != m.SenderID {
+			t.Fatalf("message %d: user_id %s, sender %s; want the sender", m.ID, m.UserID, m.SenderID)
+		}
+		got, err := s.GetByMID(context.Background(), m.MID())
+		if err != nil || got.ID != m.ID {
+			t.Fatalf("GetByMID(%s): id %d, %v; want %d", m.MID(), got.ID, err, m.ID)
+		}
+	}
+	counts, err := s.CountByStatus(context.Background())
+	if err != nil || counts[domain.MirrorDisabled] != 1500 {
+		t.Fatalf("counts by mirror state after prefill: %v, %v; want 1500 disabled", counts, err)
+	}
+	byUser, _, err := s.List(context.Background(), domain.ListFilter{UserID: page[0].UserID, Limit: 500})
+	if err != nil || len(byUser) == 0 || byUser[0].ID != page[0].ID {
+		t.Fatalf("list by the newest message's customer: %d messages, %v; want it first", len(byUser), err)
+	}
+	res, err := s.Save(context.Background(), []domain.Message{page[0], page[1]}, nil)
+	if err != nil || res.Duplicates != 2 {
+		t.Fatalf("saving two pre-filled mids again: %v, %d duplicates, want 2", err, res.Duplicates)
+	}
+}
+
+// TestRawBatchInsertsCommitsEveryRow: the SQLite baseline commits every
+// row it counts, whatever the rows per commit.
+func TestRawBatchInsertsCommitsEveryRow(t *testing.T) {
+	for _, perCommit := range []int{100, 300} {
+		path := filepath.Join(t.TempDir(), "raw.db")
+		rate, err := rawBatchInserts(context.Background(), path, 150*time.Millisecond, perCommit)
+		if err != nil || rate <= 0 {
+			t.Fatalf("rawBatchInserts(%d): %v rows/s, %v", perCommit, rate, err)
+		}
+		db, err := sql.Open("sqlite3", "file:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		err = db.QueryRow("SELECT COUNT(*) FROM messages").Scan(&n)
+		_ = db.Close()
+		if err != nil || n == 0 || n%100 != 0 {
+			t.Fatalf("rows per commit %d: %d rows stored (%v), want a positive multiple of 100", perCommit, n, err)
+		}
+	}
 }

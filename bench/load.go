@@ -47,6 +47,11 @@ type loadResult struct {
 	machineBusy float64
 	procTicks   int64
 	cpuWall     time.Duration
+
+	// Also by measureCPU, from the service's /metrics: its SQLite writer's
+	// group commits, the write requests folded into them, and the time
+	// the writer spent in transactions (all zero for a baseline server).
+	writer writerCounters
 }
 
 // procCores is how many CPUs the server process kept busy on average.
@@ -78,6 +83,9 @@ func (r loadResult) String() string {
 		fmtDur(r.pct(0.50)), fmtDur(r.pct(0.99)), r.failures)
 	if r.cpuWall > 0 {
 		s += fmt.Sprintf("; machine %.0f%% busy, server %.2f cores", 100*r.machineBusy, r.procCores())
+	}
+	if w := r.writer; w.commits > 0 && r.cpuWall > 0 {
+		s += fmt.Sprintf("; SQLite writer %.0f%% busy, %.1f requests/commit", 100*w.busySecs/r.cpuWall.Seconds(), w.requests/w.commits)
 	}
 	if r.firstErr != "" {
 		s += " (first: " + r.firstErr + ")"

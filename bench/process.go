@@ -313,3 +313,55 @@ func machineTicks() (busy, total int64) {
 	}
 	return busy, total
 }
+
+// writerCounters are the service's SQLite writer counters.
+type writerCounters struct {
+	commits, requests, busySecs float64
+}
+
+func (a writerCounters) minus(b writerCounters) writerCounters {
+	return writerCounters{a.commits - b.commits, a.requests - b.requests, a.busySecs - b.busySecs}
+}
+
+func (a writerCounters) plus(b writerCounters) writerCounters {
+	return writerCounters{a.commits + b.commits, a.requests + b.requests, a.busySecs + b.busySecs}
+}
+
+// writerCounters reads the SQLite writer's counters off the service's
+// /metrics; zero for a process that has none (a baseline server).
+func (p *proc) writerCounters(ctx context.Context) writerCounters {
+	var w writerCounters
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.httpAddr+"/metrics", nil)
+	if err != nil {
+		return w
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return w
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return w
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "igmirror_sqlite_commits_total":
+			w.commits = v
+		case "igmirror_sqlite_commit_requests_total":
+			w.requests = v
+		case "igmirror_sqlite_writer_busy_seconds_total":
+			w.busySecs = v
+		}
+	}
+	return w
+}

@@ -8,7 +8,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/mattn/go-sqlite3"
 
 	// domain's GORM driver registers "sqlite3" (mattn/go-sqlite3), the
 	// driver the service uses.
@@ -32,7 +35,7 @@ func prefill(ctx context.Context, path string, rows int64, progress func(done in
 	if err := createSchema(path); err != nil {
 		return err
 	}
-	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_synchronous=OFF")
+	db, err := sql.Open(benchDriverName(), "file:"+path+"?_journal_mode=WAL&_synchronous=OFF")
 	if err != nil {
 		return err
 	}
@@ -53,13 +56,35 @@ func prefill(ctx context.Context, path string, rows int64, progress func(done in
 			return err
 		}
 		n := min(chunk, rows-done)
-		q := fmt.Sprintf(`WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT %d)
-INSERT INTO messages (id, instagram_message_id, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid)
-SELECT %d + x, '%s' || lower(hex(randomblob(16))), s, '%s', 'inbound', 'Hi! Do you ship to Kyiv? #' || x, t, t, 'disabled', s, '', ''
-FROM (SELECT x, '55822019374' || (10000 + abs(random()) %% %d) AS s,
-             strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', '-' || (abs(random()) %% 2592000) || ' seconds') || '+00:00' AS t FROM c)`,
-			n, maxID+done, midPrefix, businessID, customers)
-		if _, err := db.ExecContext(ctx, q); err != nil {
+		// The random values are drawn in the recursive CTE, whose rows SQLite
+		// materialises: drawn in a flattened subquery instead, each use of a
+		// column would draw again (a mid_key not of its mid, a user_id not
+		// its sender).
+		q := fmt.Sprintf(`WITH RECURSIVE c(x, m, s, t) AS (SELECT 0, NULL, NULL, NULL UNION ALL
+  SELECT x+1, '%s' || lower(hex(randomblob(16))), '55822019374' || (10000 + abs(random()) %% %d),
+         strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', '-' || (abs(random()) %% 2592000) || ' seconds') || '+00:00'
+  FROM c LIMIT %d)
+INSERT INTO messages (id, instagram_message_id, mid_key, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid)
+SELECT %d + x, m, mid_key(m), s, '%s', 'inbound', 'Hi! Do you ship to Kyiv? #' || x, t, t, 'disabled', s, '', ''
+FROM c WHERE x > 0 ON CONFLICT(mid_key) DO NOTHING`,
+			midPrefix, customers, n+1, maxID+done, businessID)
+		res, err := db.ExecContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prefill: %w", err)
+		}
+		// The counts by mirror state, and the customer index in bulk, as the
+		// service's writer keeps them.
+		stored, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("prefill: %w", err)
+		}
+		if _, err := db.ExecContext(ctx, "UPDATE status_counts SET n = n + ? WHERE status = 'disabled'", stored); err != nil {
+			return fmt.Errorf("prefill: %w", err)
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO user_index (user_id, id) SELECT user_id, id FROM messages WHERE id > ? ORDER BY user_id, id", maxID+done); err != nil {
+			return fmt.Errorf("prefill: %w", err)
+		}
+		if _, err := db.ExecContext(ctx, "UPDATE store_meta SET value = (SELECT MAX(id) FROM messages) WHERE key = 'user_index_upto'"); err != nil {
 			return fmt.Errorf("prefill: %w", err)
 		}
 		done += n
@@ -77,6 +102,23 @@ FROM (SELECT x, '55822019374' || (10000 + abs(random()) %% %d) AS s,
 	// OS cache: flushed now, or the service's first checkpoint would pay
 	// for gigabytes of someone else's writes inside the measurement.
 	return syncFile(path)
+}
+
+// benchDriver is the service's SQLite driver with the service's mid key
+// as an SQL function, so that prefill keys its rows inside SQLite's loop.
+const benchDriver = "sqlite3_igmirror_bench"
+
+var registerBench sync.Once
+
+func benchDriverName() string {
+	registerBench.Do(func() {
+		sql.Register(benchDriver, &sqlite3.SQLiteDriver{
+			ConnectHook: func(c *sqlite3.SQLiteConn) error {
+				return c.RegisterFunc("mid_key", domain.MIDKey, true)
+			},
+		})
+	})
+	return benchDriver
 }
 
 func syncFile(path string) error {
@@ -127,11 +169,12 @@ func preloadPending(ctx context.Context, path string, n int) error {
 	return nil
 }
 
-// rawBatchInserts is what SQLite alone does with the 100-message shape:
-// one 100-row INSERT per transaction on one connection, with the
-// service's schema, WAL and synchronous=NORMAL, no HTTP and no Go
-// service code in between. It returns rows per second.
-func rawBatchInserts(ctx context.Context, path string, d time.Duration) (float64, error) {
+// rawBatchInserts is what SQLite alone does with 100-row INSERTs,
+// perCommit rows (a multiple of 100) per transaction on one connection,
+// with the service's schema, WAL and synchronous=NORMAL (SQLite's
+// defaults otherwise), no HTTP and no service code in between; building
+// the rows' values is inside the timing. It returns rows per second.
+func rawBatchInserts(ctx context.Context, path string, d time.Duration, perCommit int) (float64, error) {
 	if err := createSchema(path); err != nil {
 		return 0, err
 	}
@@ -143,22 +186,24 @@ func rawBatchInserts(ctx context.Context, path string, d time.Duration) (float64
 	db.SetMaxOpenConns(1)
 	const perStmt = 100
 	var b strings.Builder
-	b.WriteString("INSERT INTO messages (id, instagram_message_id, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid) VALUES ")
+	b.WriteString("INSERT INTO messages (id, instagram_message_id, mid_key, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid) VALUES ")
 	for i := range perStmt {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
-	b.WriteString(" ON CONFLICT DO NOTHING")
+	b.WriteString(" ON CONFLICT(mid_key) DO NOTHING")
 	stmt, err := db.PrepareContext(ctx, b.String())
 	if err != nil {
 		return 0, err
 	}
 	defer stmt.Close()
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
-	args := make([]any, 0, perStmt*12)
+	args := make([]any, 0, perStmt*13)
+	perCommit = max(perStmt, perCommit/perStmt*perStmt)
 	var id, rows int64
+	var tx *sql.Tx
 	start := time.Now()
 	for time.Since(start) < d && ctx.Err() == nil {
 		args = args[:0]
@@ -166,21 +211,31 @@ func rawBatchInserts(ctx context.Context, path string, d time.Duration) (float64
 		for range perStmt {
 			id++
 			sender := fmt.Sprintf("55822019374%d", 10000+rng.IntN(customers))
-			args = append(args, id, fmt.Sprintf("%s%016x%016x", midPrefix, rng.Uint64(), rng.Uint64()), sender, businessID, "inbound",
+			mid := fmt.Sprintf("%s%016x%016x", midPrefix, rng.Uint64(), rng.Uint64())
+			args = append(args, id, mid, domain.MIDKey(mid), sender, businessID, "inbound",
 				fmt.Sprintf("Hi! Do you ship to Kyiv? #%d", id), now, now, "disabled", sender, "", "")
 		}
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return 0, err
+		if rows%int64(perCommit) == 0 {
+			if tx, err = db.BeginTx(ctx, nil); err != nil {
+				return 0, err
+			}
 		}
 		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...); err != nil {
 			_ = tx.Rollback()
 			return 0, err
 		}
+		rows += perStmt
+		if rows%int64(perCommit) == 0 {
+			if err := tx.Commit(); err != nil {
+				return 0, err
+			}
+			tx = nil
+		}
+	}
+	if tx != nil {
 		if err := tx.Commit(); err != nil {
 			return 0, err
 		}
-		rows += perStmt
 	}
 	return float64(rows) / time.Since(start).Seconds(), nil
 }
