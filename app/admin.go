@@ -138,6 +138,11 @@ func (a *App) listMessages(c echo.Context) error {
 
 // getMessage is GET /admin/messages/:id.
 func (a *App) getMessage(c echo.Context) error {
+	if strings.Contains(c.Param("id"), "/") {
+		// Echo's router hands /admin/messages/1/history to this route with
+		// id "1/history": that path is no endpoint, not a bad id.
+		return echo.ErrNotFound
+	}
 	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
 	if err != nil || id < 1 {
 		return badParam("id", "want a positive whole number")

@@ -253,6 +253,8 @@ func TestAdminAuthMatrix(t *testing.T) {
 		{"stats", http.MethodGet, "/admin/mirror/stats", nil, http.StatusOK, ""},
 		{"resync", http.MethodPost, "/admin/mirror/resync", nil, http.StatusConflict, "crm mirror is disabled (CRM_MYSQL_ENABLED=false)"},
 		{"unknown admin path", http.MethodGet, "/admin/nope", nil, http.StatusNotFound, "not found: no endpoint at this path"},
+		{"path below a message", http.MethodGet, "/admin/messages/1/history", nil, http.StatusNotFound, "not found: no endpoint at this path"},
+		{"bad message id", http.MethodGet, "/admin/messages/abc", nil, http.StatusBadRequest, "invalid id: want a positive whole number"},
 		{"unknown path", http.MethodGet, "/", nil, http.StatusNotFound, "not found: no endpoint at this path"},
 		{"wrong method", http.MethodDelete, "/admin/messages", nil, http.StatusMethodNotAllowed, "method not allowed on this path"},
 	}
