@@ -20,12 +20,14 @@ import (
 )
 
 // serviceEnv is the service's environment for one instance: loopback
-// listeners on free ports, its own SQLite file, the default settings
+// listeners on kernel-picked ports, its own SQLite file, the default settings
 // otherwise (access log at info, JSON), plus extra.
 func (b *bench) serviceEnv(name string, extra map[string]string) map[string]string {
 	env := map[string]string{
-		"HTTP_ADDR":              freeAddr(),
-		"ADMIN_ADDR":             freeAddr(),
+		// Port 0: the kernel picks free ports (startProc reads them from the
+		// "listening" line), so nothing can take them before the bind.
+		"HTTP_ADDR":              "127.0.0.1:0",
+		"ADMIN_ADDR":             "127.0.0.1:0",
 		"ADMIN_TOKEN":            adminToken,
 		"SQLITE_PATH":            filepath.Join(b.dir, name+".db"),
 		"INSTAGRAM_APP_SECRET":   appSecret,
@@ -64,6 +66,10 @@ func (b *bench) startRole(ctx context.Context, role, name string, extra map[stri
 	return startProc(ctx, name, b.self, nil, env, b.dir)
 }
 
+// freeAddr is a loopback address that was free a moment ago, for the
+// pprof listener (whose address the service does not log). Another
+// program may take it before the bind; the profile is then lost, not the
+// run.
 func freeAddr() string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
