@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -119,14 +120,20 @@ func TestPrefillMakesAStoreTheServiceOpens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mark, indexed int64
-	err = db.QueryRow("SELECT (SELECT value FROM store_meta WHERE key = 'user_index_upto'), (SELECT COUNT(*) FROM user_index)").Scan(&mark, &indexed)
+	var mark, indexed, midMarks, midKeys int64
+	err = db.QueryRow(`SELECT (SELECT value FROM store_meta WHERE key = 'user_index_upto'), (SELECT COUNT(*) FROM user_index),
+  (SELECT COUNT(*) FROM store_meta WHERE key LIKE 'mid_keys_upto_%' AND value = 1500), (SELECT COUNT(*) FROM mid_keys)`).Scan(&mark, &indexed, &midMarks, &midKeys)
 	_ = db.Close()
 	if err != nil || mark != 1500 || indexed != 1500 {
 		t.Fatalf("customer index after prefill: mark %d, %d entries, %v; want 1500, 1500", mark, indexed, err)
 	}
+	if midMarks != 32 || midKeys != 1500 {
+		t.Fatalf("mid keys after prefill: %d ranges marked at 1500, %d keys; want 32, 1500", midMarks, midKeys)
+	}
 	logs := &check.LogBuffer{}
-	s, err := domain.OpenStore(domain.StoreOptions{Path: path, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	// A move every key: the saves below move every range, which fails
+	// if a pre-filled key were both in mid_keys and above its range's mark.
+	s, err := domain.OpenStore(domain.StoreOptions{Path: path, Logger: slog.New(slog.NewTextHandler(logs, nil)), MIDMoveEvery: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +165,14 @@ func TestPrefillMakesAStoreTheServiceOpens(t *testing.T) {
 	res, err := s.Save(context.Background(), []domain.Message{page[0], page[1]}, nil)
 	if err != nil || res.Duplicates != 2 {
 		t.Fatalf("saving two pre-filled mids again: %v, %d duplicates, want 2", err, res.Duplicates)
+	}
+	for i := range 40 {
+		m := page[0]
+		mid := fmt.Sprintf("after-prefill-%d", i)
+		m.ID, m.InstagramMessageID = 0, &mid
+		if res, err := s.Save(context.Background(), []domain.Message{m}, nil); err != nil || len(res.New) != 1 {
+			t.Fatalf("save %d after prefill: %v, %d new", i, err, len(res.New))
+		}
 	}
 }
 

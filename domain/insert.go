@@ -25,51 +25,51 @@ const exactInsertRows = 16
 // is cut into statements of these sizes (and one exact remainder).
 var largerInsertRows = []int{rowsPerStmt, 256, 128, 64, 32}
 
-// insertStmts holds the writer's multi-row INSERT statements, prepared
-// once at open: preparing a statement of a few hundred placeholders cost
-// as much as running it, on every commit. Only the writer goroutine uses
-// them (through its transaction), so no lock.
-type insertStmts struct {
+// sizedStmts holds one of the writer's statements over a list of rows
+// (an INSERT of n rows, a lookup of n keys), prepared once at open for
+// each kept size: preparing a statement of a few hundred placeholders
+// cost as much as running it, on every commit. Only the writer goroutine
+// uses them (through its transaction), so no lock.
+type sizedStmts struct {
 	byRows map[int]*sql.Stmt
 }
 
-// insertSQL is the INSERT of n rows. ON CONFLICT(mid_key) DO NOTHING
-// skips a message whose mid key is held (a duplicate, or rarely another
-// mid: see insertAll). Any other constraint failure rolls back the whole
-// transaction (OR ROLLBACK), which the writer does on any error anyway:
-// SQLite then keeps no statement journal, a copy of every page the
-// statement touches (8% of the writer's time with 400-row statements).
-// There is no RETURNING: SQLite buffers its rows in a temporary table and
-// hands them over one step each, for an answer the change count gives in
-// the common case (see insertAll).
+// insertSQL is the INSERT of n messages. Their mids were checked against
+// the stored ones beforehand (midtables.go), so a constraint failure is a
+// fault: OR ROLLBACK ends the whole transaction, which the writer does on
+// any error anyway, and SQLite then keeps no statement journal, a copy of
+// every page the statement touches (8% of the writer's time with 400-row
+// statements).
 func insertSQL(n int) string {
+	return valuesSQL("INSERT OR ROLLBACK INTO messages "+insertCols+" VALUES ", "(?,?,?,?,?,?,?,?,?,?,?,?,?)", n)
+}
+
+// valuesSQL is head followed by n copies of row, comma-separated.
+func valuesSQL(head, row string, n int) string {
 	var b strings.Builder
-	b.Grow(64 + len(insertCols) + n*28 + 32)
-	b.WriteString("INSERT OR ROLLBACK INTO messages ")
-	b.WriteString(insertCols)
-	b.WriteString(" VALUES ")
+	b.Grow(len(head) + n*(len(row)+1))
+	b.WriteString(head)
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString(row)
 	}
-	b.WriteString(" ON CONFLICT(mid_key) DO NOTHING")
 	return b.String()
 }
 
-// prepareInserts prepares every kept size on db, which must have no
-// transaction open (its one connection would be taken).
-func prepareInserts(ctx context.Context, db *sql.DB) (*insertStmts, error) {
-	s := &insertStmts{byRows: make(map[int]*sql.Stmt, exactInsertRows+len(largerInsertRows))}
+// prepareSized prepares build(n) for every kept size on db, which must
+// have no transaction open (its one connection would be taken).
+func prepareSized(ctx context.Context, db *sql.DB, what string, build func(n int) string) (*sizedStmts, error) {
+	s := &sizedStmts{byRows: make(map[int]*sql.Stmt, exactInsertRows+len(largerInsertRows))}
 	sizes := append([]int{}, largerInsertRows...)
 	for n := 1; n <= exactInsertRows; n++ {
 		sizes = append(sizes, n)
 	}
 	for _, n := range sizes {
-		st, err := db.PrepareContext(ctx, insertSQL(n))
+		st, err := db.PrepareContext(ctx, build(n))
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("prepare insert of %d rows: %w", n, err), s.close())
+			return nil, errors.Join(fmt.Errorf("prepare %s of %d rows: %w", what, n, err), s.close())
 		}
 		s.byRows[n] = st
 	}
@@ -77,7 +77,7 @@ func prepareInserts(ctx context.Context, db *sql.DB) (*insertStmts, error) {
 }
 
 // next returns how many of n remaining rows the next statement takes.
-func (s *insertStmts) next(n int) int {
+func (s *sizedStmts) next(n int) int {
 	if n <= exactInsertRows {
 		return n
 	}
@@ -89,7 +89,23 @@ func (s *insertStmts) next(n int) int {
 	return exactInsertRows
 }
 
-func (s *insertStmts) close() error {
+// eachSized cuts items into runs of kept sizes and calls fn with each run and
+// its statement.
+func eachSized[T any](s *sizedStmts, items []T, fn func(part []T, st *sql.Stmt) error) error {
+	for len(items) > 0 {
+		k := s.next(len(items))
+		if err := fn(items[:k], s.byRows[k]); err != nil {
+			return err
+		}
+		items = items[k:]
+	}
+	return nil
+}
+
+func (s *sizedStmts) close() error {
+	if s == nil {
+		return nil
+	}
 	var errs []error
 	for _, st := range s.byRows {
 		errs = append(errs, st.Close())

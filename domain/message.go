@@ -68,8 +68,9 @@ type Message struct {
 	CreatedAt          time.Time    `gorm:"not null" json:"created_at"`
 	MirrorStatus       MirrorStatus `gorm:"type:text;not null;index:idx_messages_mirror,priority:1" json:"mirror_status"`
 
-	// MIDKey keeps InstagramMessageID unique: see midkey.go. Set by Save.
-	MIDKey *int64 `gorm:"column:mid_key;uniqueIndex:idx_messages_mid_key" json:"-"`
+	// MIDKey keeps InstagramMessageID unique: see midkey.go and
+	// midtables.go. Set by Save.
+	MIDKey *int64 `gorm:"column:mid_key" json:"-"`
 
 	// UserID is the customer: the sender of an inbound message, the
 	// recipient of an outbound one. Derived once, kept for filtering

@@ -1,9 +1,7 @@
 package domain
 
 import (
-	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -16,7 +14,8 @@ import (
 // Indexed as text, every insert lands on a random page of a wide index,
 // and each commit writes one such page per message. The store instead
 // keeps mids unique through mid_key, a 64-bit integer derived from the
-// mid, under a UNIQUE index about a seventh of the size.
+// mid, kept in the table mid_keys and the writer's buffer of the newest
+// keys (midtables.go).
 //
 // Two mids may share a key. The key is therefore taken by open
 // addressing: a mid is stored under the first of its probe keys
@@ -77,6 +76,8 @@ const oldMIDIndex = "idx_messages_instagram_message_id"
 // migrateMIDKeys gives every stored mid its key, then drops the old
 // unique index on the mid text. The old index guards uniqueness until
 // the last key is set, and an interrupted run resumes where it stopped.
+// The keys are set under a UNIQUE index on mid_key, which
+// migrateMIDTables then turns into mid_keys.
 func migrateMIDKeys(db *gorm.DB, log *slog.Logger) error {
 	// The old index goes only once every mid has its key, and every row
 	// written since has one: without it there is nothing to do (and no
@@ -90,6 +91,9 @@ func migrateMIDKeys(db *gorm.DB, log *slog.Logger) error {
 	}
 	if todo > 0 {
 		log.Info("sqlite migration: keying stored message ids", "messages", todo)
+	}
+	if err := db.Exec("CREATE UNIQUE INDEX IF NOT EXISTS " + midIndex + " ON messages(mid_key)").Error; err != nil {
+		return fmt.Errorf("index mid keys: %w", err)
 	}
 	start, lastLog := time.Now(), time.Now()
 	var done, lastID int64
@@ -144,26 +148,4 @@ func keyStoredMID(tx *gorm.DB, id int64, mid string) error {
 		}
 	}
 	return fmt.Errorf("key message %d: all %d probe keys of its mid are taken", id, maxMIDProbes)
-}
-
-// storedMIDs returns the mid stored under each of keys (those held).
-func storedMIDs(ctx context.Context, tx *sql.Tx, keys []int64) (map[int64]string, error) {
-	out := make(map[int64]string, len(keys))
-	err := inChunks(keys, func(part []int64) error {
-		rows, err := tx.QueryContext(ctx, "SELECT mid_key, instagram_message_id FROM messages WHERE mid_key IN ("+placeholders(len(part))+")", int64Args(part)...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var k int64
-			var mid string
-			if err := rows.Scan(&k, &mid); err != nil {
-				return err
-			}
-			out[k] = mid
-		}
-		return rows.Err()
-	})
-	return out, err
 }

@@ -3,7 +3,10 @@ package domain
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"path/filepath"
 	"testing"
 	"time"
@@ -60,6 +63,16 @@ VALUES (?, ?, ?, 'c1', 'b1', 'inbound', ?, ?, ?, 'pending', 'c1')`, id, mid, key
 	}
 }
 
+// moveKeysUpTo moves the keys of every message up to id into mid_keys
+// and marks every range up to id, as the writer's moves would have.
+func moveKeysUpTo(t *testing.T, db *sql.DB, id int64) {
+	t.Helper()
+	execAll(t, db, fmt.Sprintf("INSERT INTO mid_keys (mid_key, id) SELECT mid_key, id FROM messages WHERE id <= %d AND mid_key IS NOT NULL", id))
+	for r := range midRanges {
+		execAll(t, db, fmt.Sprintf("INSERT INTO store_meta (key, value) VALUES ('%s', %d) ON CONFLICT (key) DO UPDATE SET value = excluded.value", midMark(r), id))
+	}
+}
+
 func testMsg(t *testing.T, mid, text string) Message {
 	t.Helper()
 	m := Message{SenderID: "c1", RecipientID: "b1", Direction: Inbound, MessageText: text, Timestamp: testT0, MirrorStatus: MirrorPending}
@@ -93,8 +106,10 @@ func TestMIDKeyIsStable(t *testing.T) {
 }
 
 // TestCollidingMIDsAreStoredOnce arranges two other mids on the first two
-// probe keys of a mid: the mid must be stored (under its third key), never
-// taken for a duplicate, and then found, deduplicated and unsent like any.
+// probe keys of a mid, one in mid_keys and one in the writer's buffer:
+// the mid must be stored
+// (under its third key), never taken for a duplicate, and then found,
+// deduplicated and unsent like any.
 func TestCollidingMIDsAreStoredOnce(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "store.db")
@@ -102,6 +117,7 @@ func TestCollidingMIDsAreStoredOnce(t *testing.T) {
 	const target = "mid.target"
 	db := rawDB(t, path)
 	insertRaw(t, db, 1, "squatter-0", ptr(midKeyProbe(target, 0)))
+	moveKeysUpTo(t, db, 1)
 	insertRaw(t, db, 2, "squatter-1", ptr(midKeyProbe(target, 1)))
 	_ = db.Close()
 
@@ -154,6 +170,7 @@ func TestAllProbeKeysTaken(t *testing.T) {
 	for p := range maxMIDProbes {
 		insertRaw(t, db, int64(p+1), fmt.Sprintf("squatter-%d", p), ptr(midKeyProbe("mid.unlucky", p)))
 	}
+	moveKeysUpTo(t, db, maxMIDProbes/2) // half in mid_keys, half buffered
 	_ = db.Close()
 
 	s := openTestStore(t, path)
@@ -171,10 +188,11 @@ func TestAllProbeKeysTaken(t *testing.T) {
 }
 
 // oldSchema turns the store at path into the layout of stores made before
-// mid_key: no key column, a unique index on the mid text.
+// mid_key: no key column or key tables, a unique index on the mid text.
 func oldSchema(t *testing.T, db *sql.DB) {
 	execAll(t, db,
-		"DROP INDEX idx_messages_mid_key",
+		"DROP TABLE mid_keys",
+		"DELETE FROM store_meta WHERE key LIKE 'mid_keys_upto_%'",
 		"ALTER TABLE messages DROP COLUMN mid_key",
 		"CREATE UNIQUE INDEX "+oldMIDIndex+" ON messages(instagram_message_id)")
 }
@@ -199,7 +217,8 @@ SELECT x, CASE WHEN x %% 1000 = 0 THEN NULL ELSE 'old-' || x END, 'c1', 'b1', 'i
 	var unkeyed, oldIdx, keyed int64
 	s.rdb.Raw("SELECT COUNT(*) FROM messages WHERE mid_key IS NULL AND instagram_message_id IS NOT NULL").Scan(&unkeyed)
 	s.rdb.Raw("SELECT COUNT(*) FROM messages WHERE mid_key IS NOT NULL").Scan(&keyed)
-	s.rdb.Raw("SELECT COUNT(*) FROM sqlite_master WHERE name = ?", oldMIDIndex).Scan(&oldIdx)
+	s.rdb.Raw("SELECT COUNT(*) FROM sqlite_master WHERE name IN (?, ?)", oldMIDIndex, midIndex).Scan(&oldIdx)
+	checkKeyTables(t, s)
 	if unkeyed != 0 || keyed != rows-rows/1000 || oldIdx != 0 {
 		t.Fatalf("after migration: %d unkeyed, %d keyed (want %d), old index present %d", unkeyed, keyed, rows-rows/1000, oldIdx)
 	}
@@ -224,7 +243,9 @@ func TestMigrationResumes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "store.db")
 	closeStore(t, openTestStore(t, path))
 	db := rawDB(t, path)
-	execAll(t, db, "CREATE UNIQUE INDEX "+oldMIDIndex+" ON messages(instagram_message_id)")
+	execAll(t, db, "DROP TABLE mid_keys", "DELETE FROM store_meta WHERE key LIKE 'mid_keys_upto_%'",
+		"CREATE UNIQUE INDEX "+midIndex+" ON messages(mid_key)",
+		"CREATE UNIQUE INDEX "+oldMIDIndex+" ON messages(instagram_message_id)")
 	insertRaw(t, db, 1, "done-1", ptr(MIDKey("done-1")))
 	insertRaw(t, db, 2, "squatter", ptr(MIDKey("todo-2")))
 	insertRaw(t, db, 3, "todo-2", nil)
@@ -249,4 +270,240 @@ func TestMigrationResumes(t *testing.T) {
 	if err != nil || res.Duplicates != 1 {
 		t.Fatalf("redelivery of a migrated colliding mid: %v, %d duplicates", err, res.Duplicates)
 	}
+}
+
+// checkKeyTables fails the test unless every stored mid's key is in
+// exactly one place, mid_keys or the writer's buffer, held by its own
+// message, and each range's mark holds: every message up to it whose key
+// is in the range has its key in mid_keys. (Call it after a Save has
+// returned: the writer is then idle, and its commit happened before.)
+func checkKeyTables(t *testing.T, s *Store) {
+	t.Helper()
+	type row struct{ id, key int64 }
+	var msgs []row
+	rows, err := s.rsql.Query("SELECT id, mid_key FROM messages WHERE mid_key IS NOT NULL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.id, &r.key); err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, r)
+	}
+	_ = rows.Close()
+	table := map[int64]int64{}
+	rows, err = s.rsql.Query("SELECT mid_key, id FROM mid_keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var k, id int64
+		if err := rows.Scan(&k, &id); err != nil {
+			t.Fatal(err)
+		}
+		table[k] = id
+	}
+	_ = rows.Close()
+	b := s.mids
+	if len(table)+b.len() != len(msgs) {
+		t.Fatalf("%d keys in mid_keys and %d buffered for %d keyed messages", len(table), b.len(), len(msgs))
+	}
+	for _, m := range msgs {
+		r := midRangeOf(m.key)
+		id, inTable := table[m.key]
+		bid, inBuf := b.keys[r][m.key]
+		switch {
+		case inTable && inBuf:
+			t.Fatalf("message %d: key %#x both in mid_keys and buffered", m.id, m.key)
+		case inTable && id != m.id, inBuf && bid != m.id:
+			t.Fatalf("message %d: key %#x held for message %d/%d", m.id, m.key, id, bid)
+		case !inTable && !inBuf:
+			t.Fatalf("message %d: key %#x nowhere", m.id, m.key)
+		case m.id <= b.marks[r] && !inTable:
+			t.Fatalf("message %d: key %#x below range %d's mark %d but not in mid_keys", m.id, m.key, r, b.marks[r])
+		case m.id > b.marks[r] && !inBuf:
+			t.Fatalf("message %d: key %#x above range %d's mark %d but not buffered", m.id, m.key, r, b.marks[r])
+		}
+	}
+}
+
+// TestMigrateKeyIndexStore opens a store of the layout before mid_keys
+// (a UNIQUE index on messages.mid_key), with a mid stored under its
+// second probe key: the keys move into mid_keys, the index goes, and the
+// stored mids are still found, deduplicated and unsent.
+func TestMigrateKeyIndexStore(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "store.db")
+	closeStore(t, openTestStore(t, path))
+	db := rawDB(t, path)
+	execAll(t, db, "DROP TABLE mid_keys", "DELETE FROM store_meta WHERE key LIKE 'mid_keys_upto_%'",
+		"CREATE UNIQUE INDEX "+midIndex+" ON messages(mid_key)")
+	for i := int64(1); i <= 300; i++ {
+		mid := fmt.Sprintf("old-%d", i)
+		insertRaw(t, db, i, mid, ptr(MIDKey(mid)))
+	}
+	insertRaw(t, db, 301, "squatter", ptr(MIDKey("moved")))
+	insertRaw(t, db, 302, "moved", ptr(midKeyProbe("moved", 1)))
+	insertRaw(t, db, 303, "no-mid", nil)
+	execAll(t, db, "UPDATE messages SET instagram_message_id = NULL WHERE id = 303")
+	_ = db.Close()
+
+	s := openTestStore(t, path)
+	defer closeStore(t, s)
+	checkKeyTables(t, s)
+	var idx, inKeys int64
+	s.rdb.Raw("SELECT COUNT(*) FROM sqlite_master WHERE name = ?", midIndex).Scan(&idx)
+	s.rdb.Raw("SELECT COUNT(*) FROM mid_keys").Scan(&inKeys)
+	if idx != 0 || inKeys != 302 || s.mids.len() != 0 || s.mids.marks[0] != 303 {
+		t.Fatalf("after migration: index present %d, %d keys in mid_keys, %d buffered, mark %d; want 0, 302, 0, 303", idx, inKeys, s.mids.len(), s.mids.marks[0])
+	}
+	if m, err := s.GetByMID(ctx, "moved"); err != nil || m.ID != 302 {
+		t.Fatalf("GetByMID(moved): id %d, %v; want 302", m.ID, err)
+	}
+	res, err := s.Save(ctx, []Message{testMsg(t, "moved", "again"), testMsg(t, "old-9", "again"), testMsg(t, "fresh", "new")}, []string{"moved"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Duplicates != 2 || len(res.New) != 1 || res.New[0].MID() != "fresh" || res.Unsent != 1 {
+		t.Fatalf("after migration: %d duplicates, %v new, %d unsent; want 2, [fresh], 1", res.Duplicates, res.New, res.Unsent)
+	}
+	if m, err := s.Get(ctx, 301); err != nil || m.Deleted {
+		t.Fatalf("the squatter: deleted %v, %v; want it untouched", m.Deleted, err)
+	}
+	checkKeyTables(t, s)
+}
+
+// TestMIDKeysMove stores messages across many range moves (one every 7
+// keys): after every save each key is in exactly one place and the marks
+// hold, both places are in use, and every stored mid is found, refused
+// when delivered again and unsent; the same after a restart, which
+// rebuilds the buffer from the rows.
+func TestMIDKeysMove(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	open := func() *Store {
+		s, err := OpenStore(StoreOptions{Path: path, MIDMoveEvery: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	const n = 600
+	var mids []string
+	for i := 0; i < n; i += 3 {
+		batch := make([]Message, 0, 3)
+		for j := i; j < i+3; j++ {
+			mid := fmt.Sprintf("mid.move.%d", j)
+			mids = append(mids, mid)
+			batch = append(batch, testMsg(t, mid, mid))
+		}
+		if res, err := s.Save(ctx, batch, nil); err != nil || len(res.New) != 3 {
+			t.Fatalf("save %d: %v, %d new", i, err, len(res.New))
+		}
+		checkKeyTables(t, s)
+	}
+	var moved int64
+	s.rdb.Raw("SELECT COUNT(*) FROM mid_keys").Scan(&moved)
+	if buffered := s.mids.len(); buffered == 0 || moved == 0 {
+		t.Fatalf("%d keys buffered, %d in mid_keys; want both in use", buffered, moved)
+	}
+	before := s.mids.keys
+	closeStore(t, s)
+
+	s = open()
+	defer closeStore(t, s)
+	checkKeyTables(t, s)
+	for r := range midRanges {
+		if !maps.Equal(s.mids.keys[r], before[r]) {
+			t.Fatalf("after a restart range %d buffers %d keys, before it %d (or others)", r, len(s.mids.keys[r]), len(before[r]))
+		}
+	}
+	again := make([]Message, 0, n)
+	for _, mid := range mids {
+		again = append(again, testMsg(t, mid, "again"))
+	}
+	res, err := s.Save(ctx, again, mids[:50])
+	if err != nil || len(res.New) != 0 || res.Duplicates != n || res.Unsent != 50 {
+		t.Fatalf("redelivery of all: %v, %d new, %d duplicates, %d unsent; want 0, %d, 50", err, len(res.New), res.Duplicates, res.Unsent, n)
+	}
+	for _, mid := range mids {
+		if m, err := s.GetByMID(ctx, mid); err != nil || m.MessageText != mid {
+			t.Fatalf("GetByMID(%s): %q, %v", mid, m.MessageText, err)
+		}
+	}
+	if _, err := s.GetByMID(ctx, "mid.never"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetByMID of an unknown mid: %v, want ErrNotFound", err)
+	}
+}
+
+// TestMIDRangeOf: the ranges cut the int64 keys in order, into midRanges
+// equal parts.
+func TestMIDRangeOf(t *testing.T) {
+	for _, c := range []struct {
+		key  int64
+		want int
+	}{{math.MinInt64, 0}, {math.MinInt64 + 1<<59 - 1, 0}, {math.MinInt64 + 1<<59, 1}, {-1, 15}, {0, 16}, {1 << 59, 17}, {math.MaxInt64, 31}} {
+		if got := midRangeOf(c.key); got != c.want {
+			t.Errorf("midRangeOf(%#x) = %d, want %d", c.key, got, c.want)
+		}
+	}
+}
+
+// TestKeyInBothPlacesFailsOneMove: a key both buffered and in mid_keys
+// (which the writer never does) fails the commit that moves its range,
+// which rolls back whole: the failed messages are not stored, their keys
+// do not stay in the buffer, and later moves take the other ranges, so
+// the store goes on (one commit in midRanges moves fails).
+func TestKeyInBothPlacesFailsOneMove(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "store.db")
+	closeStore(t, openTestStore(t, path))
+	db := rawDB(t, path)
+	insertRaw(t, db, 1, "twice", ptr(MIDKey("twice")))
+	execAll(t, db, fmt.Sprintf("INSERT INTO mid_keys (mid_key, id) VALUES (%d, 1)", MIDKey("twice")))
+	_ = db.Close()
+
+	s, err := OpenStore(StoreOptions{Path: path, MIDMoveEvery: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeStore(t, s)
+	var failed []string
+	for i := range 2 * midRanges {
+		mid := fmt.Sprintf("m%d", i)
+		if _, err := s.Save(ctx, []Message{testMsg(t, mid, "x")}, nil); err != nil {
+			failed = append(failed, mid)
+		}
+	}
+	if len(failed) == 0 || len(failed) > 3 {
+		t.Fatalf("%d of %d saves failed (%v); want one or a few: one per pass over the ranges", len(failed), 2*midRanges, failed)
+	}
+	for _, mid := range failed {
+		if _, err := s.GetByMID(ctx, mid); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("failed save of %s: GetByMID %v, want not stored", mid, err)
+		}
+	}
+	s.mids.every = 1 << 30 // no more moves: the retries below must not meet the bad range
+	for _, mid := range failed {
+		res, err := s.Save(ctx, []Message{testMsg(t, mid, "again")}, nil)
+		if err != nil || len(res.New) != 1 {
+			t.Fatalf("saving %s again: %v, %d new; want it stored (its failed attempt left no key behind)", mid, err, len(res.New))
+		}
+	}
+}
+
+// TestSecondProcessIsRefused: a store whose file another store holds
+// does not open (the lock is per open file description, so a second open
+// in the same process stands in for a second process).
+func TestSecondProcessIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := openTestStore(t, path)
+	if _, err := OpenStore(StoreOptions{Path: path}); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second OpenStore: %v, want ErrInUse", err)
+	}
+	closeStore(t, s)
+	closeStore(t, openTestStore(t, path)) // free again once closed
 }

@@ -144,15 +144,36 @@ func (s *Store) Get(ctx context.Context, id int64) (Message, error) {
 	return m, nil
 }
 
-// GetByMID returns the message with an Instagram message id, or ErrNotFound.
+// GetByMID returns the message with an Instagram message id, or
+// ErrNotFound. The newest mids' keys are in the writer's memory, so the
+// look-up runs in the writer's transaction (a small step of a group
+// commit) rather than on a reader.
 func (s *Store) GetByMID(ctx context.Context, mid string) (Message, error) {
 	var m Message
-	err := s.rdb.WithContext(ctx).Where("mid_key IN ? AND instagram_message_id = ?", midProbeKeys([]string{mid}), mid).Take(&m).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return Message{}, ErrNotFound
-	}
+	found := false
+	// A miss is an answer, not an error: an error would roll back the
+	// whole group commit this step is part of.
+	err := s.exec(ctx, func(tx *gorm.DB) error {
+		sqlTx, err := sqlTxOf(tx)
+		if err != nil {
+			return err
+		}
+		ids, err := s.midIDs(tx.Statement.Context, sqlTx, []string{mid})
+		if err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		res := tx.Where("id IN ? AND instagram_message_id = ?", ids, mid).Limit(1).Find(&m)
+		found = res.RowsAffected == 1
+		return res.Error
+	})
 	if err != nil {
 		return Message{}, fmt.Errorf("get message by mid: %w", err)
+	}
+	if !found {
+		return Message{}, ErrNotFound
 	}
 	return m, nil
 }

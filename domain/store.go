@@ -21,6 +21,9 @@ import (
 // ErrClosed is returned by a store that has been closed.
 var ErrClosed = errors.New("store closed")
 
+// ErrInUse is returned by OpenStore when another process has the file open.
+var ErrInUse = errors.New("sqlite file in use by another process")
+
 // StoreOptions configures OpenStore.
 type StoreOptions struct {
 	Path        string       // SQLite file
@@ -32,6 +35,9 @@ type StoreOptions struct {
 	// index's mark before the writer indexes them in bulk (userindex.go);
 	// 0 means 32768.
 	UserIndexEvery int
+	// MIDMoveEvery is how many new mid keys make the writer move one key
+	// range from its buffer into mid_keys (midtables.go); 0 means 4096.
+	MIDMoveEvery int
 }
 
 // Store is the SQLite store of messages. Every write goes through one
@@ -61,8 +67,14 @@ type Store struct {
 
 	nextID int64 // owned by the writer goroutine
 
-	ckpt *checkpointer // nil if it could not start: the writer checkpoints alone
-	ins  *insertStmts  // the writer's prepared INSERTs
+	mids *midBuffer // the newest mid keys (midtables.go); owned by the writer
+
+	ckpt   *checkpointer // nil if it could not start: the writer checkpoints alone
+	ins    *sizedStmts   // the writer's prepared INSERTs of messages,
+	keyIns *sizedStmts   // of mid keys into mid_keys,
+	held   *sizedStmts   // and look-ups in mid_keys
+
+	unlock func() error // releases the process lock (lock.go)
 
 	path string      // the SQLite file, as configured
 	file os.FileInfo // what path named at open; nil when it cannot be checked
@@ -80,8 +92,23 @@ type writeReq struct {
 }
 
 // OpenStore opens (creating if needed) the SQLite file, migrates the
-// schema and starts the writer.
+// schema and starts the writer. One process at a time may have a file
+// open (lock.go); another gets ErrInUse.
 func OpenStore(opts StoreOptions) (*Store, error) {
+	unlock, err := lockStore(opts.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", opts.Path, err)
+	}
+	s, err := openStore(opts)
+	if err != nil {
+		_ = unlock()
+		return nil, err
+	}
+	s.unlock = unlock
+	return s, nil
+}
+
+func openStore(opts StoreOptions) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -121,7 +148,7 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 		_ = wsql.Close()
 		return nil, fmt.Errorf("migrate sqlite %s: %w", opts.Path, err)
 	}
-	for _, migrate := range []func(*gorm.DB, *slog.Logger) error{migrateMIDKeys, migrateUserIndex, migrateStatusCounts} {
+	for _, migrate := range []func(*gorm.DB, *slog.Logger) error{migrateMIDKeys, migrateUserIndex, migrateMIDTables, migrateStatusCounts} {
 		if err := migrate(wdb, opts.Logger); err != nil {
 			_ = wsql.Close()
 			return nil, fmt.Errorf("migrate sqlite %s: %w", opts.Path, err)
@@ -134,6 +161,14 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 	}
 	if opts.UserIndexEvery <= 0 {
 		opts.UserIndexEvery = defaultUserIndexEvery
+	}
+	if opts.MIDMoveEvery <= 0 {
+		opts.MIDMoveEvery = defaultMIDMoveEvery
+	}
+	mids, err := loadMIDBuffer(wdb, opts.MIDMoveEvery)
+	if err != nil {
+		_ = wsql.Close()
+		return nil, err
 	}
 
 	rq := url.Values{}
@@ -166,6 +201,7 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 
 		userMark:  userMark,
 		userEvery: opts.UserIndexEvery,
+		mids:      mids,
 	}
 	if err := s.loadNextID(); err != nil {
 		_ = wsql.Close()
@@ -176,7 +212,7 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 	if fi, err := os.Stat(opts.Path); err == nil {
 		s.file = fi
 	}
-	if s.ins, err = prepareInserts(context.Background(), wsql); err != nil {
+	if err := s.prepare(context.Background(), wsql); err != nil {
 		_ = wsql.Close()
 		_ = rsql.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", opts.Path, err)
@@ -186,6 +222,22 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 	}
 	go s.run()
 	return s, nil
+}
+
+// prepare prepares the writer's statements on its pool (no transaction
+// may be open).
+func (s *Store) prepare(ctx context.Context, wsql *sql.DB) error {
+	var err error
+	if s.ins, err = prepareSized(ctx, wsql, "insert", insertSQL); err != nil {
+		return err
+	}
+	if s.keyIns, err = prepareSized(ctx, wsql, "mid key insert", keyInsertSQL); err != nil {
+		return errors.Join(err, s.ins.close())
+	}
+	if s.held, err = prepareSized(ctx, wsql, "mid key look-up", heldSQL); err != nil {
+		return errors.Join(err, s.ins.close(), s.keyIns.close())
+	}
+	return nil
 }
 
 // maxYields is how many times the writer lets other goroutines run
@@ -429,8 +481,13 @@ func (s *Store) commit(batch []*writeReq) {
 }
 
 func (s *Store) tx(batch []*writeReq, drops []int64) error {
+	s.mids.begin()    // also forgets what a rolled-back transaction left
+	first := s.nextID // the first id this transaction hands out
 	err := s.wdb.Transaction(func(tx *gorm.DB) error {
 		if err := s.insertAll(tx, batch); err != nil {
+			return err
+		}
+		if err := s.moveMIDKeys(tx, first); err != nil {
 			return err
 		}
 		if err := s.indexUsers(tx); err != nil {
@@ -438,7 +495,7 @@ func (s *Store) tx(batch []*writeReq, drops []int64) error {
 		}
 		for _, r := range batch {
 			if len(r.unsends) > 0 {
-				n, err := markUnsent(tx, r.unsends)
+				n, err := s.markUnsent(tx, r.unsends)
 				if err != nil {
 					return err
 				}
@@ -473,24 +530,45 @@ func (s *Store) tx(batch []*writeReq, drops []int64) error {
 		}
 		return err
 	}
+	s.mids.commit()
 	return nil
 }
 
+// sqlTxOf is the database/sql transaction under the writer's GORM one,
+// for the statements it runs without GORM.
+func sqlTxOf(tx *gorm.DB) (*sql.Tx, error) {
+	sqlTx, ok := tx.Statement.ConnPool.(*sql.Tx)
+	if !ok {
+		return nil, fmt.Errorf("writer transaction is a %T, not a *sql.Tx", tx.Statement.ConnPool)
+	}
+	return sqlTx, nil
+}
+
 // markUnsent marks the stored messages with these mids deleted, and
-// returns how many it newly marked. The mids are found through mid_key.
-func markUnsent(tx *gorm.DB, mids []string) (int, error) {
+// returns how many it newly marked. The mids are found through their keys.
+func (s *Store) markUnsent(tx *gorm.DB, mids []string) (int, error) {
+	sqlTx, err := sqlTxOf(tx)
+	if err != nil {
+		return 0, fmt.Errorf("mark unsent: %w", err)
+	}
 	now := time.Now().UTC()
 	marked := 0
-	err := inChunks(mids, func(part []string) error {
-		res := tx.Exec("UPDATE messages SET deleted = 1, deleted_at = ? WHERE deleted = 0 AND mid_key IN ? AND instagram_message_id IN ?",
-			now, midProbeKeys(part), part)
+	err = inChunks(mids, func(part []string) error {
+		ids, err := s.midIDs(tx.Statement.Context, sqlTx, part)
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		res := tx.Exec("UPDATE messages SET deleted = 1, deleted_at = ? WHERE deleted = 0 AND id IN ? AND instagram_message_id IN ?", now, ids, part)
 		if res.Error != nil {
-			return fmt.Errorf("mark unsent: %w", res.Error)
+			return res.Error
 		}
 		marked += int(res.RowsAffected)
 		return nil
 	})
-	return marked, err
+	if err != nil {
+		return 0, fmt.Errorf("mark unsent: %w", err)
+	}
+	return marked, nil
 }
 
 // sqliteTime formats t exactly as the SQLite driver writes a time.Time,
@@ -527,24 +605,26 @@ type insertSlot struct {
 
 func (sl insertSlot) msg() *Message { return &sl.r.msgs[sl.i] }
 
-// insertAll inserts every message of the batch. The writer hands out ids
-// itself (it is the only writer), so which rows were inserted and which
-// skipped is known by id, never by position. A message skipped because
-// its mid_key is held is a duplicate when the holder has the same mid,
-// and is tried again under its next probe key when not (midkey.go). The
-// statements are the ones prepared at open, run on the transaction's
-// connection, without GORM in between.
+// insertAll inserts every message of the batch that is not a duplicate.
+// The writer hands out ids itself (it is the only writer). Each message
+// with a mid is first placed under a key (midkey.go): its probe keys are
+// looked up in the key tables, and in this batch, until one is free (the
+// message is new, and takes it) or holds its very mid (a duplicate). The
+// new messages are then inserted with the statements prepared at open,
+// on the transaction's connection, without GORM in between; their keys
+// join the writer's buffer when the transaction commits.
 func (s *Store) insertAll(tx *gorm.DB, batch []*writeReq) error {
 	n := countMsgs(batch)
 	if n == 0 {
 		return nil
 	}
-	sqlTx, ok := tx.Statement.ConnPool.(*sql.Tx)
-	if !ok {
-		return fmt.Errorf("insert messages: writer transaction is a %T, not a *sql.Tx", tx.Statement.ConnPool)
+	sqlTx, err := sqlTxOf(tx)
+	if err != nil {
+		return fmt.Errorf("insert messages: %w", err)
 	}
 	ctx := tx.Statement.Context
-	slots := make([]insertSlot, 0, n)
+	rows := make([]insertSlot, 0, n)
+	keyed := make([]insertSlot, 0, n)
 	now := time.Now().UTC()
 	created := sqliteTime(now) // once per commit
 	for _, r := range batch {
@@ -554,129 +634,91 @@ func (s *Store) insertAll(tx *gorm.DB, batch []*writeReq) error {
 			m.ID = s.nextID
 			s.nextID++
 			m.CreatedAt = now
-			slots = append(slots, insertSlot{r, i})
+			if m.MIDKey == nil {
+				r.isNew[i] = true
+				rows = append(rows, insertSlot{r, i})
+			} else {
+				keyed = append(keyed, insertSlot{r, i})
+			}
 		}
 	}
-	pending := slots
-	for probe := 0; len(pending) > 0; probe++ {
-		skipped, err := s.insertRows(ctx, sqlTx, pending, created)
-		if err != nil {
-			return fmt.Errorf("insert messages: %w", err)
-		}
-		if pending, err = retryCollisions(ctx, sqlTx, skipped, probe); err != nil {
-			return fmt.Errorf("insert messages: %w", err)
-		}
+	placed, err := s.placeKeys(ctx, sqlTx, keyed)
+	if err != nil {
+		return fmt.Errorf("insert messages: %w", err)
+	}
+	if err := s.insertRows(ctx, sqlTx, append(rows, placed...), created); err != nil {
+		return fmt.Errorf("insert messages: %w", err)
+	}
+	for _, sl := range placed {
+		m := sl.msg()
+		s.mids.tx[*m.MIDKey] = m.ID
 	}
 	return countNew(ctx, sqlTx, batch)
 }
 
-// insertRows inserts slots with created_at created (formatted), marking
-// each stored one new, and returns the ones skipped because their mid_key
-// is held.
-func (s *Store) insertRows(ctx context.Context, sqlTx *sql.Tx, slots []insertSlot, created string) ([]insertSlot, error) {
-	var skipped []insertSlot
-	args := make([]any, 0, min(len(slots), rowsPerStmt)*colsPerRow)
-	for pending := slots; len(pending) > 0; {
-		k := s.ins.next(len(pending))
-		chunk := pending[:k]
-		pending = pending[k:]
-		args = args[:0]
-		lo, hi := chunk[0].msg().ID, chunk[0].msg().ID
-		for _, sl := range chunk {
+// placeKeys settles each of slots (messages with a mid, their probe-0
+// key set): it returns the new ones, marked new and each under a key
+// nobody holds, and leaves the duplicates unmarked.
+func (s *Store) placeKeys(ctx context.Context, sqlTx *sql.Tx, slots []insertSlot) ([]insertSlot, error) {
+	placed := make([]insertSlot, 0, len(slots))
+	taken := make(map[int64]string, len(slots)) // keys placed in this batch
+	keys := make([]int64, 0, len(slots))
+	for probe := 0; len(slots) > 0; probe++ {
+		keys = keys[:0]
+		for _, sl := range slots {
+			keys = append(keys, *sl.msg().MIDKey)
+		}
+		held, err := s.heldMIDs(ctx, sqlTx, keys)
+		if err != nil {
+			return nil, fmt.Errorf("look up mid keys: %w", err)
+		}
+		var again []insertSlot
+		for _, sl := range slots {
 			m := sl.msg()
-			lo, hi = min(lo, m.ID), max(hi, m.ID)
+			holder, ok := taken[*m.MIDKey]
+			if !ok {
+				holder, ok = held[*m.MIDKey]
+			}
+			switch {
+			case !ok:
+				taken[*m.MIDKey] = m.MID()
+				sl.r.isNew[sl.i] = true
+				placed = append(placed, sl)
+			case holder == m.MID():
+				// A duplicate: stored before, or earlier in this batch.
+			case probe+1 >= maxMIDProbes:
+				return nil, fmt.Errorf("message %d: all %d probe keys of its mid are taken", m.ID, maxMIDProbes)
+			default:
+				k := midKeyProbe(m.MID(), probe+1)
+				m.MIDKey = &k
+				again = append(again, sl)
+			}
+		}
+		slots = again
+	}
+	return placed, nil
+}
+
+// insertRows inserts the messages of slots with created_at created
+// (formatted).
+func (s *Store) insertRows(ctx context.Context, sqlTx *sql.Tx, slots []insertSlot, created string) error {
+	args := make([]any, 0, min(len(slots), rowsPerStmt)*colsPerRow)
+	return eachSized(s.ins, slots, func(part []insertSlot, st *sql.Stmt) error {
+		args = args[:0]
+		for _, sl := range part {
+			m := sl.msg()
 			args = append(args, m.ID, m.InstagramMessageID, m.MIDKey, m.SenderID, m.RecipientID, string(m.Direction),
 				m.MessageText, sl.r.tsText[sl.i], created, string(m.MirrorStatus), m.UserID, m.Attachments, m.ReplyToMID)
 		}
-		res, err := sqlTx.StmtContext(ctx, s.ins.byRows[k]).ExecContext(ctx, args...)
+		res, err := sqlTx.StmtContext(ctx, st).ExecContext(ctx, args...)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		stored, err := res.RowsAffected()
-		if err != nil {
-			return nil, err
+		if stored, err := res.RowsAffected(); err != nil || stored != int64(len(part)) {
+			return fmt.Errorf("stored %d of %d rows (%v)", stored, len(part), err)
 		}
-		if stored == int64(k) {
-			for _, sl := range chunk {
-				sl.r.isNew[sl.i] = true
-			}
-			continue
-		}
-		// Some were skipped. Every id of the chunk was free, so the ids now
-		// present are exactly the rows inserted.
-		present, err := presentIDs(ctx, sqlTx, lo, hi)
-		if err != nil {
-			return nil, fmt.Errorf("read back ids: %w", err)
-		}
-		for _, sl := range chunk {
-			if present[sl.msg().ID] {
-				sl.r.isNew[sl.i] = true
-			} else {
-				skipped = append(skipped, sl)
-			}
-		}
-	}
-	return skipped, nil
-}
-
-func presentIDs(ctx context.Context, sqlTx *sql.Tx, lo, hi int64) (map[int64]bool, error) {
-	rows, err := sqlTx.QueryContext(ctx, "SELECT id FROM messages WHERE id BETWEEN ? AND ?", lo, hi)
-	if err != nil {
-		return nil, err
-	}
-	present := make(map[int64]bool, hi-lo+1)
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			_ = rows.Close()
-			return nil, err
-		}
-		present[id] = true
-	}
-	if err := rows.Close(); err != nil {
-		return nil, err
-	}
-	return present, rows.Err()
-}
-
-// retryCollisions sorts the skipped messages, all tried under their
-// probe-th key: a message whose key holds the same mid is a duplicate
-// (left not new); one whose key holds another mid gets its next probe
-// key and is returned, to be inserted again.
-func retryCollisions(ctx context.Context, sqlTx *sql.Tx, skipped []insertSlot, probe int) ([]insertSlot, error) {
-	if len(skipped) == 0 {
-		return nil, nil
-	}
-	keys := make([]int64, 0, len(skipped))
-	for _, sl := range skipped {
-		m := sl.msg()
-		if m.MIDKey == nil {
-			return nil, fmt.Errorf("message %d was skipped but has no mid key", m.ID)
-		}
-		keys = append(keys, *m.MIDKey)
-	}
-	holders, err := storedMIDs(ctx, sqlTx, keys)
-	if err != nil {
-		return nil, fmt.Errorf("read back mids: %w", err)
-	}
-	var again []insertSlot
-	for _, sl := range skipped {
-		m := sl.msg()
-		holder, ok := holders[*m.MIDKey]
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("message %d was skipped but no row holds its mid key", m.ID)
-		case holder == m.MID():
-			// A duplicate: stored before, or earlier in this batch.
-		case probe+1 >= maxMIDProbes:
-			return nil, fmt.Errorf("message %d: all %d probe keys of its mid are taken", m.ID, maxMIDProbes)
-		default:
-			k := midKeyProbe(m.MID(), probe+1)
-			m.MIDKey = &k
-			again = append(again, sl)
-		}
-	}
-	return again, nil
+		return nil
+	})
 }
 
 // Close stops the writer after it has committed what it was handed, then
@@ -688,7 +730,7 @@ func (s *Store) Close() error {
 	close(s.stop)
 	<-s.done
 	var errs []error
-	errs = append(errs, s.ins.close())
+	errs = append(errs, s.ins.close(), s.keyIns.close(), s.held.close())
 	if s.ckpt != nil {
 		errs = append(errs, s.ckpt.close())
 	}
@@ -696,6 +738,9 @@ func (s *Store) Close() error {
 		if sqlDB, err := db.DB(); err == nil {
 			errs = append(errs, sqlDB.Close())
 		}
+	}
+	if s.unlock != nil {
+		errs = append(errs, s.unlock())
 	}
 	return errors.Join(errs...)
 }
