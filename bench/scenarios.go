@@ -391,6 +391,12 @@ func (b *bench) memory(ctx context.Context) error {
 	}
 	hole.Blackhole(true)
 	ours, err := b.driveAndSample(ctx, svc, 0)
+	if err == nil && b.opt.pprofDir != "" && svc.pprofAddr != "" {
+		path := filepath.Join(b.opt.pprofDir, "memory.heap.pprof")
+		if err = fetch(ctx, "http://"+svc.pprofAddr+"/debug/pprof/heap?gc=1", path); err == nil {
+			b.logf("  heap profile after the last message: %s", path)
+		}
+	}
 	_ = svc.stop()
 	if err != nil {
 		return err

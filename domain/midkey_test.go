@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -506,4 +507,47 @@ func TestSecondProcessIsRefused(t *testing.T) {
 	}
 	closeStore(t, s)
 	closeStore(t, openTestStore(t, path)) // free again once closed
+}
+
+// TestMIDBufferStaysBounded: under concurrent saves (group commits of
+// many requests) the ranges keep moving, so the buffer holds about
+// midRanges × MIDMoveEvery keys however many messages are stored.
+func TestMIDBufferStaysBounded(t *testing.T) {
+	ctx := context.Background()
+	const every = 50
+	s, err := OpenStore(StoreOptions{Path: filepath.Join(t.TempDir(), "s.db"), MIDMoveEvery: every})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeStore(t, s)
+	const workers, batches, perBatch = 8, 25, 100
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range batches {
+				msgs := make([]Message, perBatch)
+				for i := range msgs {
+					msgs[i] = testMsg(t, fmt.Sprintf("mid.bound.%d.%d.%d", w, b, i), "x")
+				}
+				if res, err := s.Save(ctx, msgs, nil); err != nil || len(res.New) != perBatch {
+					errs <- fmt.Errorf("save: %v, %d new", err, len(res.New))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// A range is moved for every `every` new keys, so the buffer holds
+	// about midRanges × every, plus what the last commits brought.
+	if n, bound := s.mids.len(), midRanges*every+workers*perBatch; n > bound {
+		t.Fatalf("%d keys buffered after %d messages; want at most %d", n, workers*batches*perBatch, bound)
+	}
+	checkKeyTables(t, s)
 }

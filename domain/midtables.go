@@ -21,11 +21,11 @@ import (
 //   - mid_keys, a table (mid_key, id) keyed by mid_key;
 //   - the writer's key buffer, in memory, for the newest messages.
 //
-// The key space is cut into midRanges equal ranges. Every midMoveEvery
-// new keys, the writer moves one range's buffered keys into mid_keys, in
-// key order, in the same transaction as the messages it is storing, and
-// records in store_meta the last message id that range now covers. The
-// ranges take turns. A move writes each mid_keys page it touches once,
+// The key space is cut into midRanges equal ranges. For every
+// midMoveEvery new keys, the writer moves one range's buffered keys into
+// mid_keys, in key order, in the same transaction as the messages it is
+// storing, and records in store_meta the last message id that range now
+// covers. The ranges take turns. A move writes each mid_keys page it touches once,
 // for all the keys it gets there, and no commit moves more than about
 // midMoveEvery keys; the messages' own commits write no random page.
 //
@@ -73,11 +73,14 @@ type midBuffer struct {
 	added int                        // keys buffered since the last move
 	next  int                        // the range moved next
 
-	// The transaction in progress: the keys it placed, and the range it
-	// moved (-1: none) with that range's new mark.
+	// The transaction in progress: the keys it placed, the ranges it
+	// moved with their new mark, and what added becomes once it commits.
 	tx         map[int64]int64
-	moving     int
+	moving     []int
 	movingUpto int64
+	addedAfter int
+
+	sorted []int64 // a move's keys in order, reused
 }
 
 // migrateMIDTables creates mid_keys and, in a store that kept its keys
@@ -122,7 +125,7 @@ func migrateMIDTables(db *gorm.DB, log *slog.Logger) error {
 // loadMIDBuffer reads the ranges' marks and buffers the keys of every
 // message above its range's mark.
 func loadMIDBuffer(db *gorm.DB, every int) (*midBuffer, error) {
-	b := &midBuffer{every: every, moving: -1}
+	b := &midBuffer{every: every, tx: make(map[int64]int64)}
 	var rows []struct {
 		Key   string
 		Value int64
@@ -168,19 +171,22 @@ func loadMIDBuffer(db *gorm.DB, every int) (*midBuffer, error) {
 	return b, nil
 }
 
-// begin starts a transaction's share.
+// begin starts a transaction's share. The maps are cleared, not made
+// anew: they keep their room, so a busy writer allocates none of it again.
 func (b *midBuffer) begin() {
-	b.tx = make(map[int64]int64)
-	b.moving = -1
+	clear(b.tx)
+	b.moving = b.moving[:0]
 }
 
 // commit applies the transaction's share once it has committed: the
 // moved range leaves the buffer, the new keys join it.
 func (b *midBuffer) commit() {
-	if r := b.moving; r >= 0 {
-		b.keys[r] = make(map[int64]int64, b.every)
+	for _, r := range b.moving {
+		clear(b.keys[r])
 		b.marks[r] = b.movingUpto
-		b.added = 0
+	}
+	if len(b.moving) > 0 {
+		b.added = b.addedAfter
 	}
 	for k, id := range b.tx {
 		b.keys[midRangeOf(k)][k] = id
@@ -306,11 +312,13 @@ func (s *Store) midIDs(ctx context.Context, sqlTx *sql.Tx, mids []string) ([]int
 	return ids, nil
 }
 
-// moveMIDKeys moves the next range's buffered keys into mid_keys, in key
-// order, once midMoveEvery keys have joined the buffer since the last
-// move, and marks the range up to the last message committed before this
-// transaction (first is this transaction's first id). The buffer itself
-// changes when the transaction commits (midBuffer.commit).
+// moveMIDKeys moves buffered keys into mid_keys, in key order, a range
+// for every midMoveEvery keys that joined the buffer since the last
+// move (one, with the default sizes, as a commit holds at most 2,000
+// messages), and marks each moved range up to the last message
+// committed before this transaction (first is this transaction's first
+// id). The buffer itself changes when the transaction commits
+// (midBuffer.commit).
 func (s *Store) moveMIDKeys(tx *gorm.DB, first int64) error {
 	b := s.mids
 	if b.added < b.every {
@@ -321,18 +329,36 @@ func (s *Store) moveMIDKeys(tx *gorm.DB, first int64) error {
 		return fmt.Errorf("move mid keys: %w", err)
 	}
 	ctx := tx.Statement.Context
-	r := b.next
-	// The next move takes the next range even if this one fails: a range
-	// that cannot move (a key already in mid_keys, which the writer never
-	// does) then fails one commit in midRanges moves, not every commit.
-	b.next = (r + 1) % midRanges
-	keys := make([]int64, 0, len(b.keys[r]))
+	pending := b.added
+	for pending >= b.every && len(b.moving) < midRanges {
+		r := b.next
+		// The next move takes the next range even if this one fails: a
+		// range that cannot move (a key already in mid_keys, which the
+		// writer never does) then fails one commit in midRanges moves,
+		// not every commit.
+		b.next = (r + 1) % midRanges
+		if err := s.moveRange(ctx, sqlTx, r, first-1); err != nil {
+			return err
+		}
+		b.moving = append(b.moving, r)
+		pending -= b.every
+	}
+	b.movingUpto, b.addedAfter = first-1, pending
+	return nil
+}
+
+// moveRange inserts range r's buffered keys into mid_keys, in key order,
+// and writes its mark upto.
+func (s *Store) moveRange(ctx context.Context, sqlTx *sql.Tx, r int, upto int64) error {
+	b := s.mids
+	keys := b.sorted[:0]
 	for k := range b.keys[r] {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	b.sorted = keys
 	args := make([]any, 0, 2*min(len(keys), rowsPerStmt))
-	err = eachSized(s.keyIns, keys, func(part []int64, st *sql.Stmt) error {
+	err := eachSized(s.keyIns, keys, func(part []int64, st *sql.Stmt) error {
 		args = args[:0]
 		for _, k := range part {
 			args = append(args, k, b.keys[r][k])
@@ -344,9 +370,8 @@ func (s *Store) moveMIDKeys(tx *gorm.DB, first int64) error {
 		return fmt.Errorf("move mid keys: %w", err)
 	}
 	if _, err := sqlTx.ExecContext(ctx, "INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-		midMark(r), first-1); err != nil {
+		midMark(r), upto); err != nil {
 		return fmt.Errorf("move mid keys: %w", err)
 	}
-	b.moving, b.movingUpto = r, first-1
 	return nil
 }

@@ -48,9 +48,13 @@ type Bus struct {
 	ch  chan MessageSaved
 	log *slog.Logger
 
-	mu       sync.RWMutex // guards closed against a send racing Close
-	closed   bool
-	inflight sync.Map // message id -> struct{}: queued or being mirrored
+	mu     sync.RWMutex // guards closed against a send racing Close
+	closed bool
+	// inflight holds the ids queued or being mirrored. A plain map: a
+	// sync.Map kept the trie nodes that a full queue's store-then-delete
+	// of every turned-away id grew (4 MiB after a million drops).
+	inflightMu sync.Mutex
+	inflight   map[int64]struct{}
 
 	published   atomic.Uint64
 	droppedFull atomic.Uint64
@@ -67,7 +71,7 @@ func New(capacity int, log *slog.Logger) *Bus {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Bus{ch: make(chan MessageSaved, capacity), log: log, logEvery: 10 * time.Second}
+	return &Bus{ch: make(chan MessageSaved, capacity), log: log, logEvery: 10 * time.Second, inflight: make(map[int64]struct{})}
 }
 
 // Publish offers ev to the channel without ever waiting. A message that is
@@ -82,13 +86,13 @@ func (b *Bus) Offer(ev MessageSaved) Outcome { return b.offer(ev, false) }
 
 func (b *Bus) offer(ev MessageSaved, countDrop bool) Outcome {
 	id := ev.Message.ID
-	if _, dup := b.inflight.LoadOrStore(id, struct{}{}); dup {
+	if !b.claim(id) {
 		return AlreadyQueued
 	}
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
-		b.inflight.Delete(id)
+		b.release(id)
 		if countDrop {
 			b.droppedShut.Add(1)
 		}
@@ -101,7 +105,7 @@ func (b *Bus) offer(ev MessageSaved, countDrop bool) Outcome {
 		return Queued
 	default:
 		b.mu.RUnlock()
-		b.inflight.Delete(id)
+		b.release(id)
 		if countDrop {
 			b.droppedFull.Add(1)
 			b.noteDrop()
@@ -134,7 +138,24 @@ func (b *Bus) Events() <-chan MessageSaved { return b.ch }
 
 // Done tells the bus the mirror has finished with a message (mirrored,
 // failed or given back), so that it may be offered again.
-func (b *Bus) Done(id int64) { b.inflight.Delete(id) }
+func (b *Bus) Done(id int64) { b.release(id) }
+
+// claim marks id in flight, unless it already is.
+func (b *Bus) claim(id int64) bool {
+	b.inflightMu.Lock()
+	defer b.inflightMu.Unlock()
+	if _, dup := b.inflight[id]; dup {
+		return false
+	}
+	b.inflight[id] = struct{}{}
+	return true
+}
+
+func (b *Bus) release(id int64) {
+	b.inflightMu.Lock()
+	delete(b.inflight, id)
+	b.inflightMu.Unlock()
+}
 
 // Close stops publishing and closes the channel; the workers drain what is
 // left. Safe to call more than once.
