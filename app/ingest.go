@@ -30,20 +30,30 @@ type ingester struct {
 }
 
 // ingest commits msgs (and unsends) to SQLite, then offers each newly
-// stored message to the mirror without waiting. Events the full queue
-// turns away are recorded on their messages as dropped.
+// stored message to the mirror without waiting. Room on the queue is
+// held before the save: a message the full queue has no room for is
+// stored as dropped at once (counted and logged as a drop), and one that
+// still finds the queue full after the save is marked dropped then.
 func (in *ingester) ingest(ctx context.Context, source string, msgs []domain.Message, unsends []string) (domain.SaveResult, error) {
-	status := domain.MirrorDisabled
+	held := 0
 	if in.mirrorOn {
-		status = domain.MirrorPending
+		held = in.bus.Reserve(len(msgs))
 	}
 	for i := range msgs {
-		msgs[i].MirrorStatus = status
+		switch {
+		case !in.mirrorOn:
+			msgs[i].MirrorStatus = domain.MirrorDisabled
+		case i < held:
+			msgs[i].MirrorStatus = domain.MirrorPending
+		default:
+			msgs[i].MirrorStatus = domain.MirrorDropped
+		}
 	}
 	// A client that hangs up must not leave a committed message unpublished:
 	// once handed to the writer the save completes, and so does the publish.
 	res, err := in.store.Save(context.WithoutCancel(ctx), msgs, unsends)
 	if err != nil {
+		in.bus.Release(held)
 		return res, err
 	}
 	in.metrics.messages.WithLabelValues(source, "stored").Add(float64(len(res.New)))
@@ -53,13 +63,21 @@ func (in *ingester) ingest(ctx context.Context, source string, msgs []domain.Mes
 	if !in.mirrorOn {
 		return res, nil
 	}
-	var dropped []int64
+	var late []int64
+	turnedAway := 0
 	for i := range res.New {
-		switch in.bus.Publish(events.MessageSaved{Message: res.New[i]}) {
+		if res.New[i].MirrorStatus == domain.MirrorDropped {
+			turnedAway++
+			continue
+		}
+		held--
+		switch in.bus.PublishReserved(events.MessageSaved{Message: res.New[i]}) {
 		case events.DroppedFull, events.DroppedClosed:
-			dropped = append(dropped, res.New[i].ID)
+			late = append(late, res.New[i].ID)
 		}
 	}
-	in.store.MarkDropped(dropped...)
+	in.bus.Release(held) // the duplicates'
+	in.bus.TurnedAway(turnedAway)
+	in.store.MarkDropped(late...)
 	return res, nil
 }

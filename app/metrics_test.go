@@ -399,9 +399,9 @@ func TestMetricsFullQueueDrops(t *testing.T) {
 	eventually(t, 10*time.Second, "one username look-up", func() bool {
 		return scrape(t, ta).value(t, "igmirror_username_lookups_total", "outcome", "fallback") == 1
 	})
-	eventually(t, 10*time.Second, "the turned-away messages marked dropped", func() bool {
-		return len(listPage(t, ta, "mirror_status=dropped").Messages) == 2
-	})
+	// The queue had room for one of the delivery's three messages: the two
+	// it had no room for were stored as dropped in the delivery's own
+	// commit, so they are dropped by the time it is answered.
 	got := mids(listPage(t, ta, "mirror_status=dropped").Messages)
 	if want := []string{"full-3", "full-2"}; !slices.Equal(got, want) {
 		t.Errorf("dropped messages: got %v, want %v", got, want)

@@ -3,6 +3,7 @@ package domain_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -36,7 +37,15 @@ func benchMessages(tb testing.TB, seq *atomic.Int64, n int) []domain.Message {
 }
 
 func benchmarkSave(b *testing.B, perSave, callers int) {
-	s := mustOpenStore(b)
+	benchmarkSaveSync(b, perSave, callers, "NORMAL")
+}
+
+func benchmarkSaveSync(b *testing.B, perSave, callers int, synchronous string) {
+	s, err := domain.OpenStore(domain.StoreOptions{Path: filepath.Join(b.TempDir(), "store.db"), Synchronous: synchronous})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
 	ctx := context.Background()
 	var seq atomic.Int64
 	b.ReportAllocs()
@@ -70,6 +79,8 @@ func benchmarkSave(b *testing.B, perSave, callers int) {
 		})
 	}
 	b.ReportMetric(float64(seq.Load())/time.Since(start).Seconds(), "msgs/s")
+	ws := s.WriterStats()
+	b.ReportMetric(float64(ws.Requests)/float64(max(ws.Commits, 1)), "saves/commit")
 }
 
 // BenchmarkSaveOne is one message per Save from one caller: a commit each.
@@ -78,6 +89,10 @@ func BenchmarkSaveOne(b *testing.B) { benchmarkSave(b, 1, 1) }
 // BenchmarkSaveOneConcurrent32 is one message per Save from 32 callers:
 // what group commit is for.
 func BenchmarkSaveOneConcurrent32(b *testing.B) { benchmarkSave(b, 1, 32) }
+
+// BenchmarkSaveOneConcurrent32Full is the same under SYNCHRONOUS=FULL,
+// every Save answered only once the WAL is on disk.
+func BenchmarkSaveOneConcurrent32Full(b *testing.B) { benchmarkSaveSync(b, 1, 32, "FULL") }
 
 // BenchmarkSave100 is 100-message Saves from one caller.
 func BenchmarkSave100(b *testing.B) { benchmarkSave(b, 100, 1) }

@@ -56,6 +56,10 @@ type Bus struct {
 	inflightMu sync.Mutex
 	inflight   map[int64]struct{}
 
+	// reserved is room held for events about to be published (Reserve):
+	// other offers see the channel that much fuller.
+	reserved atomic.Int64
+
 	published   atomic.Uint64
 	droppedFull atomic.Uint64
 	droppedShut atomic.Uint64
@@ -77,14 +81,85 @@ func New(capacity int, log *slog.Logger) *Bus {
 // Publish offers ev to the channel without ever waiting. A message that is
 // already queued or in the mirror's hands is not queued twice. Every event
 // turned away is counted and (rate-limited) logged as a drop.
-func (b *Bus) Publish(ev MessageSaved) Outcome { return b.offer(ev, true) }
+func (b *Bus) Publish(ev MessageSaved) Outcome { return b.offer(ev, true, false) }
 
 // Offer is Publish for a message offered again (reconciler, resync): a
 // full queue turns it away without counting a drop, since the message is
 // already recorded as waiting in the store.
-func (b *Bus) Offer(ev MessageSaved) Outcome { return b.offer(ev, false) }
+func (b *Bus) Offer(ev MessageSaved) Outcome { return b.offer(ev, false, false) }
 
-func (b *Bus) offer(ev MessageSaved, countDrop bool) Outcome {
+// Reserve holds room on the channel for up to n events that are about to
+// be published, without waiting, and returns how many it holds: n while
+// the channel has room for them, fewer or 0 when it is (nearly) full or
+// the bus is closed. The caller publishes each held event with
+// PublishReserved, gives back what it did not use with Release, and
+// counts every event it could not hold room for with TurnedAway.
+//
+// The ingester reserves before it saves, so that a message the queue has
+// no room for is stored as dropped in the same write, instead of stored
+// pending and rewritten as dropped by a second one (with the CRM stalled,
+// that second write was every message's, and took a quarter of the
+// SQLite writer's time). A held slot is room kept from the reconciler and
+// from resyncs, never a guarantee: an event that still finds the channel
+// full is dropped as by Publish.
+func (b *Bus) Reserve(n int) int {
+	if n <= 0 {
+		return 0
+	}
+	b.mu.RLock()
+	closed := b.closed
+	b.mu.RUnlock()
+	if closed {
+		return 0
+	}
+	for {
+		r := b.reserved.Load()
+		room := int64(cap(b.ch)-len(b.ch)) - r
+		if room <= 0 {
+			return 0
+		}
+		k := min(int64(n), room)
+		if b.reserved.CompareAndSwap(r, r+k) {
+			return int(k)
+		}
+	}
+}
+
+// PublishReserved is Publish for an event whose room Reserve holds; the
+// held slot is used up whatever the outcome.
+func (b *Bus) PublishReserved(ev MessageSaved) Outcome {
+	out := b.offer(ev, true, true)
+	b.reserved.Add(-1)
+	return out
+}
+
+// Release gives back n slots held by Reserve and not used.
+func (b *Bus) Release(n int) {
+	if n > 0 {
+		b.reserved.Add(-int64(n))
+	}
+}
+
+// TurnedAway counts, and logs like any drop, n events that Reserve had
+// no room for: their messages were stored as dropped.
+func (b *Bus) TurnedAway(n int) {
+	if n <= 0 {
+		return
+	}
+	b.mu.RLock()
+	closed := b.closed
+	b.mu.RUnlock()
+	if closed {
+		b.droppedShut.Add(uint64(n))
+		return
+	}
+	b.droppedFull.Add(uint64(n))
+	b.noteDrops(uint64(n))
+}
+
+// offer puts ev on the channel. Only an event with held room (held) may
+// take the room that Reserve holds.
+func (b *Bus) offer(ev MessageSaved, countDrop, held bool) Outcome {
 	id := ev.Message.ID
 	if !b.claim(id) {
 		return AlreadyQueued
@@ -98,39 +173,42 @@ func (b *Bus) offer(ev MessageSaved, countDrop bool) Outcome {
 		}
 		return DroppedClosed
 	}
-	select {
-	case b.ch <- ev:
-		b.mu.RUnlock()
-		b.published.Add(1)
-		return Queued
-	default:
-		b.mu.RUnlock()
-		b.release(id)
-		if countDrop {
-			b.droppedFull.Add(1)
-			b.noteDrop()
+	// Room that Reserve holds is for the events it was held for.
+	if held || len(b.ch)+int(b.reserved.Load()) < cap(b.ch) {
+		select {
+		case b.ch <- ev:
+			b.mu.RUnlock()
+			b.published.Add(1)
+			return Queued
+		default:
 		}
-		return DroppedFull
 	}
+	b.mu.RUnlock()
+	b.release(id)
+	if countDrop {
+		b.droppedFull.Add(1)
+		b.noteDrops(1)
+	}
+	return DroppedFull
 }
 
-// noteDrop logs drops at most once per interval, with the count since the
+// noteDrops logs drops at most once per interval, with the count since the
 // last line: a full queue drops thousands a second, and a line each would
 // drown the log.
-func (b *Bus) noteDrop() {
+func (b *Bus) noteDrops(n uint64) {
 	b.logMu.Lock()
-	b.unloggedDrp++
+	b.unloggedDrp += n
 	now := time.Now()
 	if now.Sub(b.lastLog) < b.logEvery {
 		b.logMu.Unlock()
 		return
 	}
-	n := b.unloggedDrp
+	since := b.unloggedDrp
 	b.unloggedDrp = 0
 	b.lastLog = now
 	b.logMu.Unlock()
 	b.log.Warn("mirror queue full: events dropped; the messages stay in SQLite and are offered again",
-		"dropped_since_last_log", n, "dropped_total", b.droppedFull.Load(), "capacity", cap(b.ch))
+		"dropped_since_last_log", since, "dropped_total", b.droppedFull.Load(), "capacity", cap(b.ch))
 }
 
 // Events is the channel the mirror workers drain. It is closed by Close.
@@ -174,8 +252,9 @@ func (b *Bus) Len() int { return len(b.ch) }
 // Cap is the channel's capacity.
 func (b *Bus) Cap() int { return cap(b.ch) }
 
-// Room is how many events the channel can take now.
-func (b *Bus) Room() int { return cap(b.ch) - len(b.ch) }
+// Room is how many events the channel can take now, less the room that
+// Reserve holds for events about to be published.
+func (b *Bus) Room() int { return max(cap(b.ch)-len(b.ch)-int(b.reserved.Load()), 0) }
 
 // Published counts events put on the channel.
 func (b *Bus) Published() uint64 { return b.published.Load() }

@@ -256,3 +256,114 @@ func TestOfferDoesNotCountDrops(t *testing.T) {
 		t.Errorf("published: got %d, want 1", got)
 	}
 }
+
+func TestReserveHoldsRoomForItsEvents(t *testing.T) {
+	b, logs := newLogged(4)
+	if got := b.Reserve(3); got != 3 {
+		t.Fatalf("Reserve(3) on an empty queue of 4: got %d, want 3", got)
+	}
+	if got := b.Room(); got != 1 {
+		t.Errorf("Room with 3 held: got %d, want 1", got)
+	}
+	if got := b.Reserve(5); got != 1 {
+		t.Fatalf("Reserve(5) with 1 free: got %d, want 1", got)
+	}
+	if got := b.Reserve(1); got != 0 {
+		t.Fatalf("Reserve(1) with all held: got %d, want 0", got)
+	}
+	// Held room is not the reconciler's, nor an unreserved publisher's.
+	if got := b.Offer(ev(100)); got != DroppedFull {
+		t.Errorf("Offer into held room: got %v, want DroppedFull", got)
+	}
+	if got := b.Publish(ev(101)); got != DroppedFull {
+		t.Errorf("Publish into held room: got %v, want DroppedFull", got)
+	}
+	for id := int64(1); id <= 3; id++ {
+		if got := b.PublishReserved(ev(id)); got != Queued {
+			t.Errorf("PublishReserved(%d): got %v, want Queued", id, got)
+		}
+	}
+	if b.Len() != 3 || b.Room() != 0 {
+		t.Errorf("3 published, 1 still held: Len %d Room %d, want 3, 0", b.Len(), b.Room())
+	}
+	b.Release(1)
+	if got := b.Room(); got != 1 {
+		t.Errorf("Room after Release(1): got %d, want 1", got)
+	}
+	if got := b.Offer(ev(4)); got != Queued {
+		t.Errorf("Offer into released room: got %v, want Queued", got)
+	}
+	// Two events Reserve had no room for: counted and logged as drops.
+	b.TurnedAway(2)
+	if got, want := b.Dropped(ReasonQueueFull), uint64(3); got != want {
+		t.Errorf("Dropped(queue_full): got %d, want %d (1 publish, 2 turned away)", got, want)
+	}
+	if got, want := b.Published(), uint64(4); got != want {
+		t.Errorf("Published: got %d, want %d", got, want)
+	}
+	if got := logs.Lines(); len(got) != 1 || !strings.Contains(got[0], "mirror queue full") {
+		t.Errorf("drop log: got %q, want one line", got)
+	}
+}
+
+func TestPublishReservedIntoRoomTakenStillNeverBlocks(t *testing.T) {
+	b, _ := newLogged(1)
+	if got := b.Reserve(1); got != 1 {
+		t.Fatalf("Reserve(1): got %d, want 1", got)
+	}
+	// The held slot is used by another reserved event first.
+	if got := b.PublishReserved(ev(1)); got != Queued {
+		t.Fatalf("first PublishReserved: got %v, want Queued", got)
+	}
+	b.reserved.Add(1) // as if a second caller had held room it then found taken
+	done := make(chan Outcome, 1)
+	go func() { done <- b.PublishReserved(ev(2)) }()
+	select {
+	case got := <-done:
+		if got != DroppedFull {
+			t.Errorf("PublishReserved into a full channel: got %v, want DroppedFull", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("PublishReserved blocked on a full channel")
+	}
+	if got := b.Room(); got != 0 {
+		t.Errorf("Room: got %d, want 0 (the slot was used up)", got)
+	}
+	<-b.Events()
+	if got := b.Room(); got != 1 {
+		t.Errorf("Room after the worker took the event: got %d, want 1 (nothing still held)", got)
+	}
+}
+
+func TestReserveOnClosedBus(t *testing.T) {
+	b, _ := newLogged(4)
+	b.Close()
+	if got := b.Reserve(2); got != 0 {
+		t.Fatalf("Reserve on a closed bus: got %d, want 0", got)
+	}
+	b.TurnedAway(2)
+	if got := b.Dropped(ReasonClosed); got != 2 {
+		t.Errorf("Dropped(shutdown): got %d, want 2", got)
+	}
+	if got := b.Dropped(ReasonQueueFull); got != 0 {
+		t.Errorf("Dropped(queue_full): got %d, want 0", got)
+	}
+}
+
+func TestReserveRacesNeverOverbook(t *testing.T) {
+	const capacity, callers = 64, 16
+	b, _ := newLogged(capacity)
+	var held atomic.Int64
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for range 100 {
+				held.Add(int64(b.Reserve(3)))
+			}
+		})
+	}
+	wg.Wait()
+	if got := held.Load(); got != capacity {
+		t.Errorf("room held by racing callers: got %d, want exactly the capacity %d", got, capacity)
+	}
+}
