@@ -49,8 +49,13 @@ func migrateStatusCounts(db *gorm.DB, log *slog.Logger) error {
 	return nil
 }
 
+// countNewSQL adds n messages to a state's count. It is prepared once at
+// open: preparing it in every commit took an eighth of the writer's time
+// with single-message deliveries.
+const countNewSQL = "INSERT INTO status_counts (status, n) VALUES (?, ?) ON CONFLICT (status) DO UPDATE SET n = n + excluded.n"
+
 // countNew adds the batch's newly stored messages to status_counts.
-func countNew(ctx context.Context, sqlTx *sql.Tx, batch []*writeReq) error {
+func (s *Store) countNew(ctx context.Context, sqlTx *sql.Tx, batch []*writeReq) error {
 	var by map[MirrorStatus]int64
 	for _, r := range batch {
 		for i, ok := range r.isNew {
@@ -62,9 +67,12 @@ func countNew(ctx context.Context, sqlTx *sql.Tx, batch []*writeReq) error {
 			}
 		}
 	}
+	if len(by) == 0 {
+		return nil
+	}
+	stmt := sqlTx.StmtContext(ctx, s.counts)
 	for st, n := range by {
-		_, err := sqlTx.ExecContext(ctx, "INSERT INTO status_counts (status, n) VALUES (?, ?) ON CONFLICT (status) DO UPDATE SET n = n + excluded.n",
-			string(st), n)
+		_, err := stmt.ExecContext(ctx, string(st), n)
 		if err != nil {
 			return fmt.Errorf("count new messages: %w", err)
 		}

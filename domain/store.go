@@ -73,6 +73,7 @@ type Store struct {
 	ins    *sizedStmts   // the writer's prepared INSERTs of messages,
 	keyIns *sizedStmts   // of mid keys into mid_keys,
 	held   *sizedStmts   // and look-ups in mid_keys
+	counts *sql.Stmt     // adds new messages to status_counts (statuscounts.go)
 
 	unlock func() error // releases the process lock (lock.go)
 
@@ -236,6 +237,9 @@ func (s *Store) prepare(ctx context.Context, wsql *sql.DB) error {
 	}
 	if s.held, err = prepareSized(ctx, wsql, "mid key look-up", heldSQL); err != nil {
 		return errors.Join(err, s.ins.close(), s.keyIns.close())
+	}
+	if s.counts, err = wsql.PrepareContext(ctx, countNewSQL); err != nil {
+		return errors.Join(fmt.Errorf("prepare status count: %w", err), s.ins.close(), s.keyIns.close(), s.held.close())
 	}
 	return nil
 }
@@ -653,7 +657,7 @@ func (s *Store) insertAll(tx *gorm.DB, batch []*writeReq) error {
 		m := sl.msg()
 		s.mids.tx[*m.MIDKey] = m.ID
 	}
-	return countNew(ctx, sqlTx, batch)
+	return s.countNew(ctx, sqlTx, batch)
 }
 
 // placeKeys settles each of slots (messages with a mid, their probe-0
@@ -730,7 +734,7 @@ func (s *Store) Close() error {
 	close(s.stop)
 	<-s.done
 	var errs []error
-	errs = append(errs, s.ins.close(), s.keyIns.close(), s.held.close())
+	errs = append(errs, s.ins.close(), s.keyIns.close(), s.held.close(), s.counts.Close())
 	if s.ckpt != nil {
 		errs = append(errs, s.ckpt.close())
 	}
