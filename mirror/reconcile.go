@@ -35,8 +35,9 @@ var _ CandidateStore = (*domain.Store)(nil)
 
 // Reconciler offers the mirror, again, the messages it has not yet
 // mirrored: at start-up every pending one, then periodically the dropped,
-// the failed (up to MaxAttempts) and the stale pending, oldest first and
-// only while the queue has room, so it never competes with the webhook.
+// the failed (up to MaxAttempts) and the stale pending, oldest first. It
+// never pushes into a full queue: when the queue fills it waits until half
+// of it is free, so a backlog flows at the pace the CRM takes it.
 type Reconciler struct {
 	cfg     ReconcilerConfig
 	store   CandidateStore
@@ -78,42 +79,58 @@ func (r *Reconciler) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		q := domain.CandidateQuery{
-			Statuses:           []domain.MirrorStatus{domain.MirrorDropped, domain.MirrorFailed},
-			MaxAttempts:        r.cfg.MaxAttempts,
-			StalePendingBefore: time.Now().Add(-r.cfg.StaleAfter),
-		}
-		res, err := r.Offer(ctx, q)
-		if err != nil && ctx.Err() == nil {
-			r.log.Warn("reconcile", "err", err)
-		} else if res.Offered > 0 {
-			r.log.Info("reconciled", "offered", res.Offered, "queue_full", res.Full)
-		}
+		r.reconcile(ctx)
+	}
+}
+
+// reconcile is one periodic pass: every dropped message, every failed one
+// with attempts left and every stale pending one, each offered once,
+// oldest first. A pass that stopped at a full queue would leave a
+// backlog after a CRM outage to one queueful per interval (1,024 messages
+// every 30 s by default, hours for a long outage); so the pass waits for
+// room instead, and goes on at the pace the mirror drains the queue.
+func (r *Reconciler) reconcile(ctx context.Context) {
+	q := domain.CandidateQuery{
+		Statuses:           []domain.MirrorStatus{domain.MirrorDropped, domain.MirrorFailed},
+		MaxAttempts:        r.cfg.MaxAttempts,
+		StalePendingBefore: time.Now().Add(-r.cfg.StaleAfter),
+	}
+	n, err := r.offerAll(ctx, q)
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("reconcile", "err", err, "offered", n)
+	} else if n > 0 {
+		r.log.Info("reconciled", "offered", n)
 	}
 }
 
 // startupPass offers every message left pending by the previous run (the
 // drain timeout, a crash), waiting for room as long as it takes.
 func (r *Reconciler) startupPass(ctx context.Context) {
-	q := domain.CandidateQuery{StalePendingBefore: r.started}
-	total := 0
-	for ctx.Err() == nil {
-		res, err := r.Offer(ctx, q)
-		total += res.Offered
-		if err != nil {
-			if ctx.Err() == nil {
-				r.log.Warn("offer pending messages at start-up", "err", err)
-			}
-			return
-		}
-		if !res.Full {
-			break
-		}
-		q.AfterID = res.StoppedAt - 1
-		r.waitForRoom(ctx)
+	total, err := r.offerAll(ctx, domain.CandidateQuery{StalePendingBefore: r.started})
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("offer pending messages at start-up", "err", err)
 	}
 	if total > 0 {
 		r.log.Info("offered messages left pending by the previous run", "count", total)
+	}
+}
+
+// offerAll offers every candidate of q, oldest first, each once: while the
+// queue has room, and, each time it fills, again once half of it is free,
+// until none is left or ctx ends. It returns how many it queued.
+func (r *Reconciler) offerAll(ctx context.Context, q domain.CandidateQuery) (int, error) {
+	total := 0
+	for {
+		res, err := r.Offer(ctx, q)
+		total += res.Offered
+		if err != nil || !res.Full {
+			return total, err
+		}
+		q.AfterID = res.StoppedAt - 1
+		r.waitForRoom(ctx)
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
 	}
 }
 

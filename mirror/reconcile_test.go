@@ -401,3 +401,78 @@ func TestReconcilerStartupBacklogLargerThanQueue(t *testing.T) {
 		t.Errorf("offered count: got %d, want %d", got, n)
 	}
 }
+
+// TestReconcilerPeriodicPassWaitsForRoom: a periodic pass over a backlog
+// several times the queue's size (the CRM was away) does not stop at the
+// first full queue, which would leave one queueful per interval: it
+// offers every candidate, in id order, each once, as a slow consumer
+// (one that takes events only from a full queue) frees room.
+func TestReconcilerPeriodicPassWaitsForRoom(t *testing.T) {
+	s := mustOpenStore(t)
+	const n = 25
+	var want []int64
+	for i := range n {
+		m := newMessage(i, "u1", fmt.Sprintf("dropped during the outage %d", i))
+		m.MirrorStatus = domain.MirrorDropped
+		want = append(want, mustSave(t, s, m)[0].ID)
+	}
+	bus := events.New(4, quiet)
+	rec := NewReconciler(ReconcilerConfig{Interval: time.Hour, MaxAttempts: 3, StaleAfter: time.Hour, Logger: quiet}, s, bus)
+	done := make(chan struct{})
+	go func() { defer close(done); rec.reconcile(context.Background()) }()
+
+	var got []int64
+	passEnded := false
+	deadline := time.Now().Add(10 * time.Second)
+	for !passEnded {
+		for bus.Len() < bus.Cap() && !passEnded {
+			select {
+			case <-done:
+				passEnded = true
+			case <-time.After(time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("one pass offered %d of %d before the deadline: %v", len(got), n, got)
+			}
+		}
+		got = append(got, eventIDs(drain(bus))...)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("one pass offered %v, want all %d in order: %v", got, n, want)
+	}
+	if got := bus.Dropped(events.ReasonQueueFull); got != 0 {
+		t.Errorf("bus drops: got %d, want 0 (the pass never pushes into a full queue)", got)
+	}
+}
+
+// TestReconcilerPassWaitingForRoomEndsWithContext: while nothing drains
+// the queue (the CRM is down), a pass fills it once and then waits; it
+// ends as soon as its context does.
+func TestReconcilerPassWaitingForRoomEndsWithContext(t *testing.T) {
+	s := mustOpenStore(t)
+	for i := range 10 {
+		m := newMessage(i, "u1", fmt.Sprintf("dropped %d", i))
+		m.MirrorStatus = domain.MirrorDropped
+		mustSave(t, s, m)
+	}
+	bus := events.New(4, quiet)
+	rec := NewReconciler(ReconcilerConfig{Interval: time.Hour, MaxAttempts: 3, Logger: quiet}, s, bus)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); rec.reconcile(ctx) }()
+	eventually(t, 5*time.Second, "the queue filled", func() bool { return bus.Len() == 4 })
+	select {
+	case <-done:
+		t.Fatal("the pass ended with six candidates left and a full queue")
+	case <-time.After(100 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pass did not end with its context")
+	}
+	if got := rec.Offered(); got != 4 {
+		t.Errorf("offered: got %d, want the queue's 4", got)
+	}
+}
