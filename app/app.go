@@ -117,6 +117,7 @@ func (a *App) buildMirror() error {
 	}, a.bus, sink, a.store, resolver)
 	a.rec = mirror.NewReconciler(mirror.ReconcilerConfig{
 		Interval: cfg.MirrorReconcileInterval, MaxAttempts: cfg.MirrorMaxAttempts, Logger: a.log,
+		Connected: func() bool { return a.pool.Status().Connected },
 	}, a.store, a.bus)
 	a.log.Info("crm mirror enabled", "crm", mc.Redacted(), "workers", cfg.MirrorWorkers, "queue", cfg.MirrorQueueSize)
 	return nil

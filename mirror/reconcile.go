@@ -22,7 +22,14 @@ type ReconcilerConfig struct {
 	// periodic pass from rereading the whole queue's worth of rows each
 	// time.
 	StaleAfter time.Duration
-	Logger     *slog.Logger
+	// Connected reports whether the CRM took the mirror's last statement.
+	// A periodic pass goes on past a full queue only while it does: after
+	// an outage the backlog then flows as fast as the CRM takes it, while
+	// a CRM that refuses every row (a wrong password) is offered one
+	// queueful per interval, not every failed message at once. Nil means
+	// always.
+	Connected func() bool
+	Logger    *slog.Logger
 }
 
 // CandidateStore is what the reconciler needs of the local store.
@@ -87,15 +94,16 @@ func (r *Reconciler) Run(ctx context.Context) {
 // with attempts left and every stale pending one, each offered once,
 // oldest first. A pass that stopped at a full queue would leave a
 // backlog after a CRM outage to one queueful per interval (1,024 messages
-// every 30 s by default, hours for a long outage); so the pass waits for
-// room instead, and goes on at the pace the mirror drains the queue.
+// every 30 s by default, hours for a long outage); so while the CRM is
+// connected the pass waits for room instead, and goes on at the pace the
+// mirror drains the queue.
 func (r *Reconciler) reconcile(ctx context.Context) {
 	q := domain.CandidateQuery{
 		Statuses:           []domain.MirrorStatus{domain.MirrorDropped, domain.MirrorFailed},
 		MaxAttempts:        r.cfg.MaxAttempts,
 		StalePendingBefore: time.Now().Add(-r.cfg.StaleAfter),
 	}
-	n, err := r.offerAll(ctx, q)
+	n, err := r.offerAll(ctx, q, r.cfg.Connected)
 	if err != nil && ctx.Err() == nil {
 		r.log.Warn("reconcile", "err", err, "offered", n)
 	} else if n > 0 {
@@ -106,7 +114,7 @@ func (r *Reconciler) reconcile(ctx context.Context) {
 // startupPass offers every message left pending by the previous run (the
 // drain timeout, a crash), waiting for room as long as it takes.
 func (r *Reconciler) startupPass(ctx context.Context) {
-	total, err := r.offerAll(ctx, domain.CandidateQuery{StalePendingBefore: r.started})
+	total, err := r.offerAll(ctx, domain.CandidateQuery{StalePendingBefore: r.started}, nil)
 	if err != nil && ctx.Err() == nil {
 		r.log.Warn("offer pending messages at start-up", "err", err)
 	}
@@ -117,13 +125,14 @@ func (r *Reconciler) startupPass(ctx context.Context) {
 
 // offerAll offers every candidate of q, oldest first, each once: while the
 // queue has room, and, each time it fills, again once half of it is free,
-// until none is left or ctx ends. It returns how many it queued.
-func (r *Reconciler) offerAll(ctx context.Context, q domain.CandidateQuery) (int, error) {
+// until none is left or ctx ends. With goOn set, it stops at a full queue
+// when goOn says no. It returns how many it queued.
+func (r *Reconciler) offerAll(ctx context.Context, q domain.CandidateQuery, goOn func() bool) (int, error) {
 	total := 0
 	for {
 		res, err := r.Offer(ctx, q)
 		total += res.Offered
-		if err != nil || !res.Full {
+		if err != nil || !res.Full || (goOn != nil && !goOn()) {
 			return total, err
 		}
 		q.AfterID = res.StoppedAt - 1

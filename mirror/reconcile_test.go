@@ -476,3 +476,33 @@ func TestReconcilerPassWaitingForRoomEndsWithContext(t *testing.T) {
 		t.Errorf("offered: got %d, want the queue's 4", got)
 	}
 }
+
+// TestReconcilerPassStopsAtFullQueueWhileCRMNotConnected: with the CRM
+// not connected (down, or refusing every row), a periodic pass offers one
+// queueful and ends, leaving the rest to the next interval instead of
+// pushing every failed message through a CRM that refuses them.
+func TestReconcilerPassStopsAtFullQueueWhileCRMNotConnected(t *testing.T) {
+	s := mustOpenStore(t)
+	for i := range 10 {
+		m := newMessage(i, "u1", fmt.Sprintf("failed %d", i))
+		m.MirrorStatus = domain.MirrorFailed
+		mustSave(t, s, m)
+	}
+	bus := events.New(4, quiet)
+	connected := false
+	rec := NewReconciler(ReconcilerConfig{Interval: time.Hour, MaxAttempts: 3, Logger: quiet,
+		Connected: func() bool { return connected }}, s, bus)
+	done := make(chan struct{})
+	go func() { defer close(done); rec.reconcile(context.Background()) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pass waited for room while the CRM is not connected")
+	}
+	if got := rec.Offered(); got != 4 {
+		t.Errorf("offered: got %d, want one queueful (4)", got)
+	}
+	if got := bus.Dropped(events.ReasonQueueFull); got != 0 {
+		t.Errorf("bus drops: got %d, want 0", got)
+	}
+}
