@@ -410,12 +410,7 @@ func TestReconcilerStartupBacklogLargerThanQueue(t *testing.T) {
 func TestReconcilerPeriodicPassWaitsForRoom(t *testing.T) {
 	s := mustOpenStore(t)
 	const n = 25
-	var want []int64
-	for i := range n {
-		m := newMessage(i, "u1", fmt.Sprintf("dropped during the outage %d", i))
-		m.MirrorStatus = domain.MirrorDropped
-		want = append(want, mustSave(t, s, m)[0].ID)
-	}
+	want := mustSaveIn(t, s, domain.MirrorDropped, n)
 	bus := events.New(4, quiet)
 	rec := NewReconciler(ReconcilerConfig{Interval: time.Hour, MaxAttempts: 3, StaleAfter: time.Hour, Logger: quiet}, s, bus)
 	done := make(chan struct{})
@@ -450,11 +445,7 @@ func TestReconcilerPeriodicPassWaitsForRoom(t *testing.T) {
 // ends as soon as its context does.
 func TestReconcilerPassWaitingForRoomEndsWithContext(t *testing.T) {
 	s := mustOpenStore(t)
-	for i := range 10 {
-		m := newMessage(i, "u1", fmt.Sprintf("dropped %d", i))
-		m.MirrorStatus = domain.MirrorDropped
-		mustSave(t, s, m)
-	}
+	mustSaveIn(t, s, domain.MirrorDropped, 10)
 	bus := events.New(4, quiet)
 	rec := NewReconciler(ReconcilerConfig{Interval: time.Hour, MaxAttempts: 3, Logger: quiet}, s, bus)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -483,11 +474,7 @@ func TestReconcilerPassWaitingForRoomEndsWithContext(t *testing.T) {
 // pushing every failed message through a CRM that refuses them.
 func TestReconcilerPassStopsAtFullQueueWhileCRMNotConnected(t *testing.T) {
 	s := mustOpenStore(t)
-	for i := range 10 {
-		m := newMessage(i, "u1", fmt.Sprintf("failed %d", i))
-		m.MirrorStatus = domain.MirrorFailed
-		mustSave(t, s, m)
-	}
+	mustSaveIn(t, s, domain.MirrorFailed, 10)
 	bus := events.New(4, quiet)
 	connected := false
 	rec := NewReconciler(ReconcilerConfig{Interval: time.Hour, MaxAttempts: 3, Logger: quiet,
@@ -505,4 +492,17 @@ func TestReconcilerPassStopsAtFullQueueWhileCRMNotConnected(t *testing.T) {
 	if got := bus.Dropped(events.ReasonQueueFull); got != 0 {
 		t.Errorf("bus drops: got %d, want 0", got)
 	}
+}
+
+// mustSaveIn stores n messages in the given mirror state, one at a time,
+// and returns their ids in order.
+func mustSaveIn(t *testing.T, s *domain.Store, status domain.MirrorStatus, n int) []int64 {
+	t.Helper()
+	ids := make([]int64, n)
+	for i := range n {
+		m := newMessage(i, "u1", fmt.Sprintf("%s message %d", status, i))
+		m.MirrorStatus = status
+		ids[i] = mustSave(t, s, m)[0].ID
+	}
+	return ids
 }
