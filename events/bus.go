@@ -106,10 +106,7 @@ func (b *Bus) Reserve(n int) int {
 	if n <= 0 {
 		return 0
 	}
-	b.mu.RLock()
-	closed := b.closed
-	b.mu.RUnlock()
-	if closed {
+	if b.isClosed() {
 		return 0
 	}
 	for {
@@ -146,15 +143,18 @@ func (b *Bus) TurnedAway(n int) {
 	if n <= 0 {
 		return
 	}
-	b.mu.RLock()
-	closed := b.closed
-	b.mu.RUnlock()
-	if closed {
+	if b.isClosed() {
 		b.droppedShut.Add(uint64(n))
 		return
 	}
 	b.droppedFull.Add(uint64(n))
 	b.noteDrops(uint64(n))
+}
+
+func (b *Bus) isClosed() bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.closed
 }
 
 // offer puts ev on the channel. Only an event with held room (held) may
