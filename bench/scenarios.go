@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"igmirror/config"
 	"igmirror/internal/testkit/faultproxy"
 )
 
@@ -582,10 +583,14 @@ func (b *bench) mirrorThroughput(ctx context.Context) error {
 	if got != int64(n) {
 		check = fmt.Sprintf(" — **CRM holds %d rows, want %d**", got, n)
 	}
+	defaults, err := config.Load(nil)
+	if err != nil {
+		return fmt.Errorf("default settings: %w", err)
+	}
 	b.add(row{
 		figure: "mirror throughput into MariaDB, healthy CRM",
-		value: fmt.Sprintf("%s rows/s (%s pending rows drained in %s; default 4 workers, 200-row INSERTs)%s",
-			fmtNum(rate), fmtNum(float64(n)), took.Round(time.Millisecond), check),
+		value: fmt.Sprintf("%s rows/s (%s pending rows drained in %s; default %d workers, %d-row INSERTs)%s",
+			fmtNum(rate), fmtNum(float64(n)), took.Round(time.Millisecond), defaults.MirrorWorkers, defaults.MirrorBatchSize, check),
 		baseline: fmt.Sprintf("one INSERT per row, 8 connections: %s rows/s", fmtNum(naive)),
 		ratio:    fmtRatio(rate / naive),
 		target:   "≥ 30,000 rows/s",

@@ -44,7 +44,7 @@ type Config struct {
 
 	MirrorQueueSize         int           `env:"MIRROR_QUEUE_SIZE" envDefault:"1024"`
 	MirrorWorkers           int           `env:"MIRROR_WORKERS" envDefault:"4"`
-	MirrorBatchSize         int           `env:"MIRROR_BATCH_SIZE" envDefault:"200"`
+	MirrorBatchSize         int           `env:"MIRROR_BATCH_SIZE" envDefault:"500"`
 	MirrorDrainTimeout      time.Duration `env:"MIRROR_DRAIN_TIMEOUT" envDefault:"10s"`
 	MirrorReconcileInterval time.Duration `env:"MIRROR_RECONCILE_INTERVAL" envDefault:"30s"`
 	MirrorMaxAttempts       int           `env:"MIRROR_MAX_ATTEMPTS" envDefault:"10"`

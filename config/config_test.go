@@ -39,7 +39,7 @@ func TestDefaults(t *testing.T) {
 
 		MirrorQueueSize:         1024,
 		MirrorWorkers:           4,
-		MirrorBatchSize:         200,
+		MirrorBatchSize:         500,
 		MirrorDrainTimeout:      10 * time.Second,
 		MirrorReconcileInterval: 30 * time.Second,
 		MirrorMaxAttempts:       10,
