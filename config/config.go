@@ -42,7 +42,7 @@ type Config struct {
 	CRMTable    string `env:"CRM_MYSQL_TABLE" envDefault:"messages"`
 	CRMTLS      string `env:"CRM_MYSQL_TLS" envDefault:"preferred"`
 
-	MirrorQueueSize         int           `env:"MIRROR_QUEUE_SIZE" envDefault:"1024"`
+	MirrorQueueSize         int           `env:"MIRROR_QUEUE_SIZE" envDefault:"4096"`
 	MirrorWorkers           int           `env:"MIRROR_WORKERS" envDefault:"4"`
 	MirrorBatchSize         int           `env:"MIRROR_BATCH_SIZE" envDefault:"500"`
 	MirrorDrainTimeout      time.Duration `env:"MIRROR_DRAIN_TIMEOUT" envDefault:"10s"`

@@ -37,7 +37,7 @@ func TestDefaults(t *testing.T) {
 		CRMTable:   "messages",
 		CRMTLS:     "preferred",
 
-		MirrorQueueSize:         1024,
+		MirrorQueueSize:         4096,
 		MirrorWorkers:           4,
 		MirrorBatchSize:         500,
 		MirrorDrainTimeout:      10 * time.Second,
@@ -254,7 +254,7 @@ func TestLogValueMasksEverySecret(t *testing.T) {
 	}
 	// The rest is shown as it is, under the variable's name.
 	for k, want := range map[string]any{
-		"CRM_MYSQL_USER": "crm_writer", "CRM_MYSQL_ENABLED": true, "MIRROR_QUEUE_SIZE": 1024.0,
+		"CRM_MYSQL_USER": "crm_writer", "CRM_MYSQL_ENABLED": true, "MIRROR_QUEUE_SIZE": 4096.0,
 		"MIRROR_DRAIN_TIMEOUT": "10s", "HTTP_ADDR": ":8080",
 	} {
 		if got := line.Config[k]; got != want {

@@ -93,7 +93,7 @@ func (r *Reconciler) Run(ctx context.Context) {
 // reconcile is one periodic pass: every dropped message, every failed one
 // with attempts left and every stale pending one, each offered once,
 // oldest first. A pass that stopped at a full queue would leave a
-// backlog after a CRM outage to one queueful per interval (1,024 messages
+// backlog after a CRM outage to one queueful per interval (4,096 messages
 // every 30 s by default, hours for a long outage); so while the CRM is
 // connected the pass waits for room instead, and goes on at the pace the
 // mirror drains the queue.
