@@ -43,8 +43,10 @@ var _ CandidateStore = (*domain.Store)(nil)
 // Reconciler offers the mirror, again, the messages it has not yet
 // mirrored: at start-up every pending one, then periodically the dropped,
 // the failed (up to MaxAttempts) and the stale pending, oldest first. It
-// never pushes into a full queue: when the queue fills it waits until half
-// of it is free, so a backlog flows at the pace the CRM takes it.
+// never pushes into a full queue. When the queue fills, the start-up pass,
+// and a periodic pass while the CRM is connected, wait until half of it
+// is free and go on, so a backlog flows at the pace the CRM takes it; a
+// periodic pass while the CRM is not connected stops there.
 type Reconciler struct {
 	cfg     ReconcilerConfig
 	store   CandidateStore
