@@ -229,21 +229,22 @@ func TestFaultsPermanentRefusal(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &ready); err != nil {
 		t.Fatalf("readyz body %q: %v", body, err)
 	}
-	if code != http.StatusOK || ready.CRM.State != mirror.StateMisconfigure || !strings.Contains(ready.CRM.LastError, "1045") {
-		t.Errorf("readyz: got %d %+v, want 200 with crm misconfigured (1045)", code, ready)
+	if code != http.StatusOK || ready.CRM.State != mirror.StateMisconfigure || ready.CRM.LastError != "" {
+		t.Errorf("readyz: got %d %+v, want 200 with crm misconfigured and no error text", code, ready)
 	}
 	var stats struct {
 		Failed       uint64 `json:"failed"`
 		Retried      uint64 `json:"retried"`
 		CRMState     string `json:"crm_state"`
 		CRMConnected bool   `json:"crm_connected"`
+		CRMLastError string `json:"crm_last_error"`
 	}
 	_, body = ta.adminDo(http.MethodGet, "/admin/mirror/stats", testAdminToken, nil)
 	if err := json.Unmarshal([]byte(body), &stats); err != nil {
 		t.Fatalf("stats body %q: %v", body, err)
 	}
-	if stats.Failed != 40 || stats.Retried != 0 || stats.CRMState != "misconfigured" || stats.CRMConnected {
-		t.Errorf("stats: got %+v, want 40 failed (20 messages x 2 attempts), 0 retried, misconfigured", stats)
+	if stats.Failed != 40 || stats.Retried != 0 || stats.CRMState != "misconfigured" || stats.CRMConnected || !strings.Contains(stats.CRMLastError, "1045") {
+		t.Errorf("stats: got %+v, want 40 failed (20 messages x 2 attempts), 0 retried, misconfigured (1045)", stats)
 	}
 	if got := strings.Count(ta.logs.String(), "crm mirror refused by the server"); got != 1 {
 		t.Errorf("refusal log lines: got %d, want 1", got)

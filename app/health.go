@@ -14,11 +14,15 @@ func (a *App) healthz(c echo.Context) error {
 }
 
 // readyz is readiness: SQLite takes a write. The CRM's state is reported
-// but never fails it, since messages are stored without the CRM.
+// but never fails it, since messages are stored without the CRM. It is on
+// the public listener, so the CRM's last error, which names its user and
+// addresses, stays out of it: operators read it in /admin/mirror/stats.
 func (a *App) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
-	body := map[string]any{"crm": a.mirrorStatus()}
+	crm := a.mirrorStatus()
+	crm.LastError = ""
+	body := map[string]any{"crm": crm}
 	if err := a.store.CheckWritable(ctx); err != nil {
 		a.log.Warn("readiness: sqlite not writable", "err", err)
 		body["status"] = "not ready"
