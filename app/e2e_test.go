@@ -645,8 +645,11 @@ func TestE2ECRMUnreachableAtStartUp(t *testing.T) {
 
 	ready := waitCRMState(t, ta, "unreachable")
 	crmInfo := ready["crm"].(map[string]any)
-	if crmInfo["connected"] != false || !strings.Contains(fmt.Sprint(crmInfo["last_error"]), "refused") {
-		t.Errorf("/readyz crm: got %v, want connected=false and an error saying the connection was refused", crmInfo)
+	if _, leaked := crmInfo["last_error"]; crmInfo["connected"] != false || leaked {
+		t.Errorf("/readyz crm: got %v, want connected=false and no error text", crmInfo)
+	}
+	if e := fmt.Sprint(mirrorStats(t, ta)["crm_last_error"]); !strings.Contains(e, "refused") {
+		t.Errorf("stats crm_last_error: got %q, want an error saying the connection was refused", e)
 	}
 
 	for _, f := range []string{"inbound_text.json", "echo_text.json", "inbound_attachment.json"} {
@@ -714,8 +717,11 @@ func TestE2ECRMWrongPassword(t *testing.T) {
 	ta := startApp(t, cfg)
 
 	ready := waitCRMState(t, ta, "misconfigured")
-	if e := fmt.Sprint(ready["crm"].(map[string]any)["last_error"]); !strings.Contains(e, "1045") {
-		t.Errorf("/readyz crm last_error: got %q, want it to mention 1045 (access denied)", e)
+	if e, ok := ready["crm"].(map[string]any)["last_error"]; ok {
+		t.Errorf("/readyz crm last_error: got %q on the public listener, want none", e)
+	}
+	if e := fmt.Sprint(mirrorStats(t, ta)["crm_last_error"]); !strings.Contains(e, "1045") {
+		t.Errorf("stats crm_last_error: got %q, want it to mention 1045 (access denied)", e)
 	}
 
 	for _, f := range []string{"inbound_text.json", "echo_text.json", "batch_two_entries.json"} {
@@ -943,6 +949,37 @@ func TestRunStartsAndStopsCleanly(t *testing.T) {
 		t.Errorf("no \"stopped\" line at the end")
 	}
 	noSecretsIn(t, "run output", logs, secret)
+}
+
+// TestRunPortTakenWithMirrorOn: a listener that cannot bind stops start-up
+// with exit code 1 and a line naming the setting, also when the mirror,
+// which starts after the listeners, is on.
+func TestRunPortTakenWithMirrorOn(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, name := range []string{"HTTP_ADDR", "ADMIN_ADDR"} {
+		t.Run(name, func(t *testing.T) {
+			env := []string{
+				"HTTP_ADDR=127.0.0.1:0", "ADMIN_ADDR=127.0.0.1:0", "ADMIN_TOKEN=run-admin-token-7",
+				"SQLITE_PATH=" + t.TempDir() + "/run.db", "INSTAGRAM_APP_SECRET=run-app-secret-7",
+				// The CRM need not answer: the service starts whatever its state.
+				"CRM_MYSQL_ENABLED=true", "CRM_MYSQL_HOST=127.0.0.1", "CRM_MYSQL_PORT=1",
+				"CRM_MYSQL_USER=u", "CRM_MYSQL_DATABASE=crm",
+				name + "=" + taken.Addr().String(),
+			}
+			var out bytes.Buffer
+			code := run(context.Background(), env, &out)
+			if code != 1 {
+				t.Errorf("exit code: got %d, want 1\n%s", code, out.String())
+			}
+			if !strings.Contains(out.String(), "listen "+name) {
+				t.Errorf("output does not name %s:\n%s", name, out.String())
+			}
+		})
+	}
 }
 
 // TestE2ELargestMetaBatch posts what Meta may put in one POST: 1000

@@ -40,18 +40,21 @@ func run(ctx context.Context, environ []string, stdout io.Writer) int {
 		_ = a.Shutdown(context.Background())
 		return 1
 	}
+	code := 0
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
 	case err := <-a.Errors():
+		// A listener gone by itself is a failure for the supervisor to see.
 		log.Error("listener failed", "err", err)
+		code = 1
 	}
 	if err := a.Shutdown(context.Background()); err != nil {
 		log.Error("shutdown", "err", err)
 		return 1
 	}
 	log.Info("stopped")
-	return 0
+	return code
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {

@@ -106,6 +106,11 @@ func (p *Pool) Start() {
 // whether the queue drained in time.
 func (p *Pool) Stop(drain time.Duration) bool {
 	p.bus.Close()
+	if p.cancel == nil {
+		// Never started: start-up failed before the mirror (a listener's
+		// port was taken), and the queue is empty.
+		return true
+	}
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	drained := true
