@@ -103,14 +103,14 @@ type logBuffer = check.LogBuffer
 type rig struct {
 	store *domain.Store
 	bus   *events.Bus
-	sink  *MySQLSink
+	sink  Sink
 	pool  *Pool
 	logs  *logBuffer
 }
 
 // newRig starts a pool draining a fresh bus into sink and stops it when
 // the test ends.
-func newRig(t testing.TB, sink *MySQLSink, logs *logBuffer, cfg PoolConfig) *rig {
+func newRig(t testing.TB, sink Sink, logs *logBuffer, cfg PoolConfig) *rig {
 	t.Helper()
 	store := mustOpenStore(t)
 	bus := events.New(64, logs.Logger())

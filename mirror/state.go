@@ -33,6 +33,10 @@ type tracker struct {
 	status Status
 	log    *slog.Logger
 	target string
+	// refusedWrite: the state is misconfigured because the CRM refused a
+	// statement of the mirror's. A ping's SELECT can pass where an INSERT
+	// is refused (no INSERT grant, 1142), so only a write clears it.
+	refusedWrite bool
 }
 
 func newTracker(initial State, log *slog.Logger, target string) *tracker {
@@ -46,8 +50,27 @@ func (t *tracker) get() Status {
 }
 
 // set moves to state s; err explains it when s is not connected.
-func (t *tracker) set(s State, err error) {
+func (t *tracker) set(s State, err error) { t.move(s, err, true) }
+
+// pinged records a ping's outcome: err's state, or connected unless a
+// write's refusal stands.
+func (t *tracker) pinged(err error) {
+	if err != nil {
+		t.move(stateFor(err), err, false)
+		return
+	}
+	t.move(StateConnected, nil, false)
+}
+
+// move is set and pinged: byWrite says whether a statement of the
+// mirror's, rather than a ping, brought the news.
+func (t *tracker) move(s State, err error, byWrite bool) {
 	t.mu.Lock()
+	if !byWrite && s == StateConnected && t.refusedWrite {
+		t.mu.Unlock()
+		return
+	}
+	t.refusedWrite = byWrite && s == StateMisconfigure
 	prev := t.status
 	if s == StateConnected {
 		t.status.LastError = ""

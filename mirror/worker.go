@@ -20,6 +20,7 @@ type PoolConfig struct {
 	InsertTimeout time.Duration // per statement
 	MinBackoff    time.Duration // first wait after a transient error
 	MaxBackoff    time.Duration // the longest wait between retries
+	PingInterval  time.Duration // how often the CRM is pinged while it answers; 0 means 15 s
 	Target        string        // the CRM, described without secrets, for logs
 	Latency       Observer      // optional: CRM insert latency in seconds
 	Logger        *slog.Logger
@@ -73,6 +74,9 @@ func NewPool(cfg PoolConfig, bus *events.Bus, sink Sink, store Store, resolver R
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 15 * time.Second
 	}
 	if resolver == nil {
 		resolver = ResolverFunc(func(_ context.Context, id string) string { return id })
@@ -157,33 +161,33 @@ func unixNano(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
-// monitor pings the CRM at start and whenever it is not known to be
-// connected, so that logs, stats and readiness tell the truth before the
-// first message arrives.
+// monitor pings the CRM at start and then every PingInterval, more often
+// (with backoff) while it does not answer, so that logs, stats and
+// readiness tell the truth before the first message arrives and when the
+// CRM goes away while no message is flowing.
 func (p *Pool) monitor() {
 	defer p.mon.Done()
 	wait := time.Duration(0)
+	backoff := time.Duration(0)
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case <-time.After(wait):
 		}
-		if p.tr.get().State != StateConnected {
-			ctx, cancel := context.WithTimeout(p.ctx, p.cfg.InsertTimeout)
-			err := p.sink.Ping(ctx)
-			cancel()
-			if p.ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				p.tr.set(stateFor(err), err)
-				wait = p.nextBackoff(wait)
-				continue
-			}
-			p.tr.set(StateConnected, nil)
+		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.InsertTimeout)
+		err := p.sink.Ping(ctx)
+		cancel()
+		if p.ctx.Err() != nil {
+			return
 		}
-		wait = 15 * time.Second
+		p.tr.pinged(err)
+		if err != nil {
+			backoff = p.nextBackoff(backoff)
+			wait = backoff
+			continue
+		}
+		backoff, wait = 0, p.cfg.PingInterval
 	}
 }
 

@@ -1,8 +1,10 @@
 package mirror
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,6 +97,78 @@ func TestPoolPermanentError(t *testing.T) {
 	}
 	if got := crm.Count(t); got != 0 {
 		t.Errorf("crm rows: got %d, want 0", got)
+	}
+}
+
+// TestMonitorNoticesAnIdleCRMGoingAway: with no message flowing, a CRM
+// that stops answering is reported unreachable within a ping or two, and
+// connected again once it answers.
+func TestMonitorNoticesAnIdleCRMGoingAway(t *testing.T) {
+	crm := mysqltest.New(t)
+	proxy := crm.Proxy(t)
+	logs := &logBuffer{}
+	r := newRig(t, sinkTo(t, crm, proxy.Host(), proxy.Port(), time.Second, logs.Logger()), logs,
+		PoolConfig{PingInterval: 50 * time.Millisecond})
+	eventually(t, 5*time.Second, "connected", func() bool { return r.pool.Status().State == StateConnected })
+
+	proxy.SetRefuse(true)
+	proxy.ResetAll()
+	eventually(t, 5*time.Second, "unreachable with no message sent", func() bool {
+		return r.pool.Status().State == StateUnreachable
+	})
+	if got := logs.Count("crm mirror unreachable"); got != 1 {
+		t.Errorf("unreachable log lines: got %d, want 1", got)
+	}
+	proxy.SetRefuse(false)
+	eventually(t, 5*time.Second, "connected again", func() bool { return r.pool.Status().State == StateConnected })
+}
+
+// pingCounter is a real sink that counts its pings.
+type pingCounter struct {
+	Sink
+	pings atomic.Int64
+}
+
+func (c *pingCounter) Ping(ctx context.Context) error {
+	defer c.pings.Add(1)
+	return c.Sink.Ping(ctx)
+}
+
+// TestPingDoesNotClearAWriteRefusal: an account that may SELECT but not
+// INSERT passes every ping. The INSERT's refusal (1142) must stand until a
+// write succeeds, not flip to connected at each ping, which would log a
+// change of state and hand the reconciler the whole failed backlog each
+// time.
+func TestPingDoesNotClearAWriteRefusal(t *testing.T) {
+	crm := mysqltest.New(t)
+	user := crm.UniqueUser("igm_ro")
+	crm.CreateUserWith(t, user, "read-only-password", "SELECT")
+	sink, err := OpenMySQL(MySQLConfig{
+		Host: crm.Host, Port: crm.Port, User: user, Password: "read-only-password",
+		Database: crm.Name, Table: crm.Table, TLS: "false", Timeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sink.Close() })
+	counted := &pingCounter{Sink: sink}
+	logs := &logBuffer{}
+	r := newRig(t, counted, logs, PoolConfig{PingInterval: 10 * time.Millisecond})
+	eventually(t, 5*time.Second, "connected (SELECT is allowed)", func() bool {
+		return r.pool.Status().State == StateConnected
+	})
+
+	saved := r.publish(t, someMessages("u1", 3)...)
+	r.waitStatus(t, 5*time.Second, domain.MirrorFailed, saved...)
+	after := counted.pings.Load()
+	eventually(t, 5*time.Second, "five more pings", func() bool { return counted.pings.Load() >= after+5 })
+
+	st := r.pool.Status()
+	if st.State != StateMisconfigure || !strings.Contains(st.LastError, "1142") {
+		t.Errorf("state after pings: got %s %q, want misconfigured with 1142", st.State, st.LastError)
+	}
+	if got := logs.Count("crm mirror connected"); got != 1 {
+		t.Errorf("connected log lines: got %d, want 1 (the first ping's)", got)
 	}
 }
 

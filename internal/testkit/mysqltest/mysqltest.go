@@ -322,7 +322,8 @@ func (d *DB) Count(t testing.TB) int {
 }
 
 // CreateUser creates a MySQL account with INSERT and SELECT on this database
-// only, for tests of a wrong password or of too few privileges. The account
+// only, for tests of a wrong password or of too few privileges; CreateUserWith
+// grants other privileges. The account
 // is made for the hosts '%' and 'localhost' (so that an anonymous account,
 // one with an empty user name, at 'localhost' cannot shadow it) and is
 // dropped when the test ends.
@@ -331,8 +332,22 @@ func (d *DB) Count(t testing.TB) int {
 // name must be unique: UniqueUser makes one. MySQL allows 32 characters.
 func (d *DB) CreateUser(t testing.TB, user, password string) {
 	t.Helper()
+	d.CreateUserWith(t, user, password, "SELECT, INSERT")
+}
+
+// privilegesRE is what CreateUserWith takes as privileges: names such as
+// SELECT or INSERT, comma-separated (they cannot be statement parameters).
+var privilegesRE = regexp.MustCompile(`^[A-Z]+( [A-Z]+)*(, ?[A-Z]+( [A-Z]+)*)*$`)
+
+// CreateUserWith is CreateUser granting privileges (such as "SELECT") on
+// this database instead of SELECT and INSERT.
+func (d *DB) CreateUserWith(t testing.TB, user, password, privileges string) {
+	t.Helper()
 	if user == "" {
 		t.Fatalf("mysqltest: CreateUser needs a user name")
+	}
+	if !privilegesRE.MatchString(privileges) {
+		t.Fatalf("mysqltest: privileges %q: want names such as SELECT, INSERT", privileges)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
@@ -345,7 +360,7 @@ func (d *DB) CreateUser(t testing.TB, user, password string) {
 		d.mu.Lock()
 		d.users = append(d.users, account{user, host})
 		d.mu.Unlock()
-		if _, err := d.admin.ExecContext(ctx, "GRANT SELECT, INSERT ON "+quoteIdent(d.Name)+".* TO ?@?", user, host); err != nil {
+		if _, err := d.admin.ExecContext(ctx, "GRANT "+privileges+" ON "+quoteIdent(d.Name)+".* TO ?@?", user, host); err != nil {
 			t.Fatalf("mysqltest: grant to %q@%q: %v", user, host, err)
 		}
 	}
