@@ -345,6 +345,10 @@ func (s *Store) submit(ctx context.Context, r *writeReq) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	if err := ctx.Err(); err != nil {
+		// Otherwise the select below could still hand the write over.
+		return err
+	}
 	r.done = make(chan error, 1)
 	select {
 	case s.reqs <- r:

@@ -229,6 +229,12 @@ func (p *Pool) work() {
 // handle mirrors one batch until every row is in the CRM, refused for
 // good, or the drain time is over.
 func (p *Pool) handle(batch []events.MessageSaved) {
+	if p.ctx.Err() != nil {
+		// The drain time is over: what the closed queue still holds is
+		// released untouched, pending and with no attempt recorded, for
+		// the next start.
+		return
+	}
 	batch = p.recheck(batch)
 	if len(batch) == 0 {
 		return

@@ -123,6 +123,38 @@ func TestMonitorNoticesAnIdleCRMGoingAway(t *testing.T) {
 	eventually(t, 5*time.Second, "connected again", func() bool { return r.pool.Status().State == StateConnected })
 }
 
+// TestStopPastTheDrainTimeRecordsNoPhantomAttempts: events still queued
+// when the drain time runs out were never sent to the CRM, so they stay
+// pending with no attempt recorded; only the batch in flight has one.
+func TestStopPastTheDrainTimeRecordsNoPhantomAttempts(t *testing.T) {
+	crm := mysqltest.New(t)
+	proxy := crm.Proxy(t)
+	logs := &logBuffer{}
+	r := newRig(t, sinkTo(t, crm, proxy.Host(), proxy.Port(), 2*time.Second, logs.Logger()), logs,
+		PoolConfig{Workers: 1, BatchSize: 1})
+	eventually(t, 5*time.Second, "connected", func() bool { return r.pool.Status().State == StateConnected })
+	proxy.Blackhole(true)
+	saved := r.publish(t, someMessages("u1", 20)...)
+	eventually(t, 5*time.Second, "the first event taken", func() bool { return r.bus.Len() < len(saved) })
+
+	if r.pool.Stop(100 * time.Millisecond) {
+		t.Fatal("Stop: drained with the CRM blackholed, want a timeout")
+	}
+	attempted := 0
+	for _, m := range saved {
+		got := mustGet(t, r.store, m.ID)
+		if got.MirrorStatus != domain.MirrorPending {
+			t.Errorf("message %d: got %s, want pending", m.ID, got.MirrorStatus)
+		}
+		if got.MirrorAttempts > 0 {
+			attempted++
+		}
+	}
+	if attempted > 1 {
+		t.Errorf("messages with an attempt recorded: got %d, want at most 1 (the batch in flight)", attempted)
+	}
+}
+
 // pingCounter is a real sink that counts its pings.
 type pingCounter struct {
 	Sink
