@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -343,6 +344,51 @@ func TestAccessLevel(t *testing.T) {
 	for _, c := range cases {
 		if got := accessLevel(c.listener, c.method, c.route, c.status); got != c.want {
 			t.Errorf("accessLevel(%s %s %s %d) = %v, want %v", c.listener, c.method, c.route, c.status, got, c.want)
+		}
+	}
+}
+
+// TestAccessLogRemoteIPIgnoresForwardingHeaders: the service is not behind
+// a trusted proxy, so a client's X-Forwarded-For or X-Real-IP must not
+// choose the remote_ip the access log records on either listener.
+func TestAccessLogRemoteIPIgnoresForwardingHeaders(t *testing.T) {
+	const spoofed, spoofedReal = "203.0.113.9", "203.0.113.10"
+	ta := startApp(t, testConfig(t))
+	for _, tc := range []struct{ name, url, requestID string }{
+		{"public", ta.base + "/healthz", "xff-public-1"},
+		{"admin", ta.admin + "/admin/mirror/stats", "xff-admin-1"},
+	} {
+		req, err := http.NewRequest(http.MethodGet, tc.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+testAdminToken)
+		req.Header.Set("X-Request-Id", tc.requestID)
+		req.Header.Set("X-Forwarded-For", spoofed)
+		req.Header.Set("X-Real-IP", spoofedReal)
+		if code, body := ta.do(req); code != http.StatusOK {
+			t.Fatalf("%s: got %d %s, want 200", tc.name, code, body)
+		}
+	}
+	ta.stop()
+
+	seen := map[string]string{}
+	for _, l := range logLines(t, ta.logs.String()) {
+		if l["msg"] != "http request" {
+			continue
+		}
+		id, _ := l["request_id"].(string)
+		ip, _ := l["remote_ip"].(string)
+		seen[id] = ip
+	}
+	for _, id := range []string{"xff-public-1", "xff-admin-1"} {
+		got, ok := seen[id]
+		if !ok {
+			t.Errorf("no access-log line for request %s", id)
+			continue
+		}
+		if parsed := net.ParseIP(got); parsed == nil || !parsed.IsLoopback() {
+			t.Errorf("remote_ip of %s: got %q, want the loopback peer (not %s or %s from the headers)", id, got, spoofed, spoofedReal)
 		}
 	}
 }

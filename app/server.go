@@ -53,6 +53,10 @@ func (a *App) newEcho(listener string) *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = a.errorHandler
+	// No proxy in front is trusted: without this, c.RealIP() takes
+	// X-Forwarded-For or X-Real-IP from any client, who could then choose
+	// the remote_ip the access log records.
+	e.IPExtractor = echo.ExtractIPDirect()
 	e.Use(a.requestLog(listener))
 	return e
 }
