@@ -51,3 +51,33 @@ func TestReadAllWhateverTheDeclaredSize(t *testing.T) {
 		}
 	})
 }
+
+// TestReadAllCapsUpFrontAllocation: the declared length is the client's
+// word, so a client that declares a large body and sends a few bytes must
+// not get a large buffer allocated for it; a body that is really large
+// still arrives whole, the buffer growing as it is read.
+func TestReadAllCapsUpFrontAllocation(t *testing.T) {
+	const maxCap = 64<<10 + 1
+	for _, size := range []int64{64<<10 + 1, 200 << 10, 1 << 20} {
+		got, err := readAll(strings.NewReader("{}"), size)
+		if err != nil {
+			t.Fatalf("readAll declaring %d: %v", size, err)
+		}
+		if string(got) != "{}" {
+			t.Errorf("readAll declaring %d: got %q, want %q", size, got, "{}")
+		}
+		if cap(got) > maxCap {
+			t.Errorf("readAll declaring %d, sending 2 bytes: got cap %d, want at most %d", size, cap(got), maxCap)
+		}
+	}
+	body := strings.Repeat("0123456789abcdef", 200<<10/16) // 200 KiB
+	for _, size := range []int64{int64(len(body)), -1} {
+		got, err := readAll(strings.NewReader(body), size)
+		if err != nil {
+			t.Fatalf("readAll of 200 KiB declaring %d: %v", size, err)
+		}
+		if string(got) != body {
+			t.Errorf("readAll of 200 KiB declaring %d: got %d bytes, want %d", size, len(got), len(body))
+		}
+	}
+}

@@ -95,12 +95,24 @@ func receipt(stored, duplicates, unsent int) []byte {
 
 var errTooLarge = errors.New("body too large")
 
+// maxPrealloc bounds what readAll allocates before any byte arrives. The
+// declared length is the client's word, and the body is read before the
+// signature is checked: were the declared length allocated up front, an
+// unauthenticated client could pin a large buffer per connection by
+// declaring a large body and sending nothing. A real delivery is a few
+// KiB, so 64 KiB covers it in one allocation; a larger body grows as it
+// is read, each step paid for by bytes actually received.
+const maxPrealloc = 64 << 10
+
 // readAll is io.ReadAll with the buffer sized from the declared length up
-// front (bounded: the length is the client's word), instead of grown
-// from 512 bytes by doubling, a copy each time.
+// front (bounded by maxPrealloc), instead of grown from 512 bytes by
+// doubling, a copy each time.
 func readAll(r io.Reader, size int64) ([]byte, error) {
-	if size < 0 || size > 1<<20 {
+	switch {
+	case size < 0:
 		size = 512
+	case size > maxPrealloc:
+		size = maxPrealloc
 	}
 	// One byte over, so that reading the end needs no growth.
 	b := make([]byte, 0, size+1)
