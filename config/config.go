@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"reflect"
 	"regexp"
 	"strings"
@@ -16,7 +17,9 @@ import (
 )
 
 // Config is every setting of CONTRACT.md, plus a few of igmirror's own.
-// Fields tagged `secret:"true"` are masked wherever the config is shown.
+// Fields tagged `secret:"true"` are masked wherever the config is shown;
+// fields tagged `redact:"url"` are shown without userinfo, query and
+// fragment (see redactURL).
 type Config struct {
 	HTTPAddr        string `env:"HTTP_ADDR" envDefault:":8080"`
 	AdminAddr       string `env:"ADMIN_ADDR" envDefault:"127.0.0.1:8081"`
@@ -29,7 +32,7 @@ type Config struct {
 	InstagramAppSecret     string        `env:"INSTAGRAM_APP_SECRET" secret:"true"`
 	InstagramVerifyToken   string        `env:"INSTAGRAM_VERIFY_TOKEN" secret:"true"`
 	InstagramAccessToken   string        `env:"INSTAGRAM_ACCESS_TOKEN" secret:"true"`
-	InstagramGraphURL      string        `env:"INSTAGRAM_GRAPH_URL" envDefault:"https://graph.instagram.com/v21.0"`
+	InstagramGraphURL      string        `env:"INSTAGRAM_GRAPH_URL" envDefault:"https://graph.instagram.com/v21.0" redact:"url"`
 	InstagramAllowUnsigned bool          `env:"INSTAGRAM_ALLOW_UNSIGNED" envDefault:"false"`
 	UsernameCacheTTL       time.Duration `env:"INSTAGRAM_USERNAME_CACHE_TTL" envDefault:"24h"`
 
@@ -227,7 +230,8 @@ func isLoopback(addr string) bool {
 func (c Config) AdminOnLoopback() bool { return isLoopback(c.AdminAddr) }
 
 // LogValue renders the config for slog with every secret masked: a set
-// secret shows as "***", an unset one as "".
+// secret shows as "***", an unset one as "". A URL tagged redact:"url"
+// shows its scheme, host and path only.
 func (c Config) LogValue() slog.Value {
 	v := reflect.ValueOf(c)
 	t := v.Type()
@@ -241,12 +245,49 @@ func (c Config) LogValue() slog.Value {
 				val = "***"
 			}
 		}
+		if f.Tag.Get("redact") == "url" {
+			val = redactURL(v.Field(i).String())
+		}
 		if d, ok := val.(time.Duration); ok {
 			val = d.String()
 		}
 		attrs = append(attrs, slog.Any(name, val))
 	}
 	return slog.GroupValue(attrs...)
+}
+
+// redactURL shows where a URL points without what could authenticate to
+// it: a URL is configuration, not a secret, but its userinfo or query (an
+// access_token=…) can carry one. Each part present is replaced by "***",
+// so the log still says it was there. A URL that does not parse is masked
+// whole, since there is no telling which part is the secret.
+func redactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Opaque != "" {
+		return "***"
+	}
+	var b strings.Builder
+	if u.Scheme != "" {
+		b.WriteString(u.Scheme + ":")
+	}
+	if u.Host != "" || u.User != nil {
+		b.WriteString("//")
+		if u.User != nil {
+			b.WriteString("***@")
+		}
+		b.WriteString(u.Host)
+	}
+	b.WriteString(u.EscapedPath())
+	if u.RawQuery != "" || u.ForceQuery {
+		b.WriteString("?***")
+	}
+	if u.Fragment != "" {
+		b.WriteString("#***")
+	}
+	return b.String()
 }
 
 // Secrets returns the non-empty secret values, for tests that check no log

@@ -293,6 +293,50 @@ func TestLogValueUnsetSecretIsEmpty(t *testing.T) {
 	}
 }
 
+// TestLogValueHidesGraphURLCredentials: INSTAGRAM_GRAPH_URL is not a
+// secret, but a query or userinfo in it could carry one, so the start-up
+// line shows the URL without them.
+func TestLogValueHidesGraphURLCredentials(t *testing.T) {
+	for _, tc := range []struct {
+		name, url, want string
+		hidden          []string
+	}{
+		{"plain", "https://graph.instagram.com/v21.0", "https://graph.instagram.com/v21.0", nil},
+		{"query", "https://graph.example/v21.0?access_token=sekrit", "https://graph.example/v21.0?***", []string{"sekrit", "access_token"}},
+		{"userinfo and query", "http://user:pw@127.0.0.1:8099/v1/?access_token=sekrit&x=1#frag",
+			"http://***@127.0.0.1:8099/v1/?***#***", []string{"sekrit", "user:", ":pw", "pw@", "frag"}},
+		{"user alone", "https://tok3n@graph.example/v1", "https://***@graph.example/v1", []string{"tok3n"}},
+		{"unparseable", "http://user:pw@%zz/v1?access_token=sekrit", "***", []string{"sekrit", "pw@", "%zz"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Load([]string{"INSTAGRAM_GRAPH_URL=" + tc.url})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			slog.New(slog.NewJSONHandler(&buf, nil)).Info("starting igmirror", "config", cfg)
+			out := buf.String()
+			for _, h := range tc.hidden {
+				if strings.Contains(out, h) {
+					t.Errorf("log line shows %q of the Graph URL: %s", h, out)
+				}
+			}
+			var line struct {
+				Config map[string]any `json:"config"`
+			}
+			if err := json.Unmarshal([]byte(out), &line); err != nil {
+				t.Fatalf("log line %q: %v", out, err)
+			}
+			if got := line.Config["INSTAGRAM_GRAPH_URL"]; got != tc.want {
+				t.Errorf("INSTAGRAM_GRAPH_URL: got %v, want %v", got, tc.want)
+			}
+			if cfg.InstagramGraphURL != tc.url {
+				t.Errorf("config value: got %q, want %q unchanged (only the log hides parts)", cfg.InstagramGraphURL, tc.url)
+			}
+		})
+	}
+}
+
 // TestEveryCredentialIsSecret guards new settings: a variable named like
 // a credential must be tagged secret, or LogValue would print it.
 func TestEveryCredentialIsSecret(t *testing.T) {
