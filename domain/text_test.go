@@ -108,24 +108,30 @@ func TestValidate(t *testing.T) {
 			t.Errorf("user id: got %q, want the recipient %q", m.UserID, customer)
 		}
 	})
+	// Each case wants a phrase only its own check writes: every message
+	// begins "invalid message", so a bare field name like "id" would match
+	// whichever check fired.
+	longMID := strings.Repeat("m", 513)
 	for _, tc := range []struct {
 		name   string
 		break_ func(*domain.Message)
-		field  string
+		want   string
 	}{
-		{"no sender", func(m *domain.Message) { m.SenderID = " " }, "sender_id"},
-		{"no recipient", func(m *domain.Message) { m.RecipientID = "" }, "recipient_id"},
-		{"bad direction", func(m *domain.Message) { m.Direction = "sideways" }, "direction"},
-		{"empty mid", func(m *domain.Message) { m.InstagramMessageID = &empty }, "instagram_message_id"},
-		{"no timestamp", func(m *domain.Message) { m.Timestamp = time.Time{} }, "timestamp"},
-		{"long id", func(m *domain.Message) { m.SenderID = strings.Repeat("9", 101) }, "id"},
+		{"no sender", func(m *domain.Message) { m.SenderID = " " }, "sender_id is required"},
+		{"no recipient", func(m *domain.Message) { m.RecipientID = "" }, "recipient_id is required"},
+		{"bad direction", func(m *domain.Message) { m.Direction = "sideways" }, "direction must be inbound or outbound"},
+		{"empty mid", func(m *domain.Message) { m.InstagramMessageID = &empty }, "instagram_message_id must not be empty"},
+		{"no timestamp", func(m *domain.Message) { m.Timestamp = time.Time{} }, "timestamp is required"},
+		{"long sender id", func(m *domain.Message) { m.SenderID = strings.Repeat("9", 101) }, "an id is longer than allowed"},
+		{"long recipient id", func(m *domain.Message) { m.RecipientID = strings.Repeat("9", 101) }, "an id is longer than allowed"},
+		{"long mid", func(m *domain.Message) { m.InstagramMessageID = &longMID }, "an id is longer than allowed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := valid()
 			tc.break_(&m)
 			err := m.Validate()
-			if !errors.Is(err, domain.ErrInvalid) || !strings.Contains(err.Error(), tc.field) {
-				t.Errorf("got %v, want ErrInvalid naming %s", err, tc.field)
+			if !errors.Is(err, domain.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want ErrInvalid saying %q", err, tc.want)
 			}
 		})
 	}
