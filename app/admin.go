@@ -255,12 +255,16 @@ func (a *App) mirrorStats(c echo.Context) error {
 	}
 	st := a.mirrorStatus()
 	out := map[string]any{
-		"enabled":          a.pool != nil,
-		"queue_depth":      a.bus.Len(),
-		"queue_capacity":   a.bus.Cap(),
-		"workers":          0,
-		"published":        a.bus.Published(),
-		"dropped":          a.bus.Dropped(events.ReasonQueueFull),
+		"enabled":        a.pool != nil,
+		"queue_depth":    a.bus.Len(),
+		"queue_capacity": a.bus.Cap(),
+		"workers":        0,
+		"published":      a.bus.Published(),
+		"dropped":        a.bus.Dropped(events.ReasonQueueFull) + a.bus.Dropped(events.ReasonClosed),
+		"dropped_by_reason": map[string]uint64{
+			events.ReasonQueueFull: a.bus.Dropped(events.ReasonQueueFull),
+			events.ReasonClosed:    a.bus.Dropped(events.ReasonClosed),
+		},
 		"mirrored":         uint64(0),
 		"failed":           uint64(0),
 		"retried":          uint64(0),

@@ -426,6 +426,10 @@ func TestMetricsFullQueueDrops(t *testing.T) {
 			t.Errorf("stats: no %s", k)
 		}
 	}
+	byReason, _ := st["dropped_by_reason"].(map[string]any)
+	if byReason["queue_full"] != 2.0 || byReason["shutdown"] != 0.0 {
+		t.Errorf("stats dropped_by_reason: got %v, want queue_full 2, shutdown 0", st["dropped_by_reason"])
+	}
 }
 
 func TestMetricsMirrorToCRM(t *testing.T) {

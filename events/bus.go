@@ -64,10 +64,16 @@ type Bus struct {
 	droppedFull atomic.Uint64
 	droppedShut atomic.Uint64
 
-	logMu       sync.Mutex
-	lastLog     time.Time
-	unloggedDrp uint64
-	logEvery    time.Duration
+	logMu    sync.Mutex // guards fullLog and shutLog
+	fullLog  dropLog
+	shutLog  dropLog
+	logEvery time.Duration
+}
+
+// dropLog is the log-rate state of one drop reason.
+type dropLog struct {
+	last     time.Time
+	unlogged uint64
 }
 
 // New returns a bus whose channel holds capacity events.
@@ -145,10 +151,11 @@ func (b *Bus) TurnedAway(n int) {
 	}
 	if b.isClosed() {
 		b.droppedShut.Add(uint64(n))
+		b.noteDrops(ReasonClosed, uint64(n))
 		return
 	}
 	b.droppedFull.Add(uint64(n))
-	b.noteDrops(uint64(n))
+	b.noteDrops(ReasonQueueFull, uint64(n))
 }
 
 func (b *Bus) isClosed() bool {
@@ -170,6 +177,7 @@ func (b *Bus) offer(ev MessageSaved, countDrop, held bool) Outcome {
 		b.release(id)
 		if countDrop {
 			b.droppedShut.Add(1)
+			b.noteDrops(ReasonClosed, 1)
 		}
 		return DroppedClosed
 	}
@@ -187,26 +195,35 @@ func (b *Bus) offer(ev MessageSaved, countDrop, held bool) Outcome {
 	b.release(id)
 	if countDrop {
 		b.droppedFull.Add(1)
-		b.noteDrops(1)
+		b.noteDrops(ReasonQueueFull, 1)
 	}
 	return DroppedFull
 }
 
-// noteDrops logs drops at most once per interval, with the count since the
-// last line: a full queue drops thousands a second, and a line each would
-// drown the log.
-func (b *Bus) noteDrops(n uint64) {
+// noteDrops logs drops for reason at most once per interval, with the
+// count since the last line: a full queue drops thousands a second, and a
+// line each would drown the log.
+func (b *Bus) noteDrops(reason string, n uint64) {
+	l := &b.fullLog
+	if reason == ReasonClosed {
+		l = &b.shutLog
+	}
 	b.logMu.Lock()
-	b.unloggedDrp += n
+	l.unlogged += n
 	now := time.Now()
-	if now.Sub(b.lastLog) < b.logEvery {
+	if now.Sub(l.last) < b.logEvery {
 		b.logMu.Unlock()
 		return
 	}
-	since := b.unloggedDrp
-	b.unloggedDrp = 0
-	b.lastLog = now
+	since := l.unlogged
+	l.unlogged = 0
+	l.last = now
 	b.logMu.Unlock()
+	if reason == ReasonClosed {
+		b.log.Warn("mirror stopped: events dropped during shutdown; the messages stay in SQLite and are offered again",
+			"dropped_since_last_log", since, "dropped_total", b.droppedShut.Load())
+		return
+	}
 	b.log.Warn("mirror queue full: events dropped; the messages stay in SQLite and are offered again",
 		"dropped_since_last_log", since, "dropped_total", b.droppedFull.Load(), "capacity", cap(b.ch))
 }

@@ -101,12 +101,19 @@ func TestAlreadyQueuedUntilDone(t *testing.T) {
 }
 
 func TestPublishAfterClose(t *testing.T) {
-	b, _ := newLogged(4)
+	b, logs := newLogged(4)
 	publish(t, b, ev(1))
 	b.Close()
 	b.Close() // twice is fine
 	if o := publish(t, b, ev(2)); o != DroppedClosed {
 		t.Errorf("after Close: got %v, want DroppedClosed", o)
+	}
+	// Logged like any drop, and not as a full queue.
+	if got := logs.Count("events dropped during shutdown"); got != 1 {
+		t.Errorf("shutdown drop log lines: got %d, want 1:\n%s", got, strings.Join(logs.Lines(), "\n"))
+	}
+	if got := logs.Count("mirror queue full"); got != 0 {
+		t.Errorf("queue-full log lines after Close: got %d, want 0", got)
 	}
 	if got, want := b.Dropped(ReasonClosed), uint64(1); got != want {
 		t.Errorf("Dropped(shutdown): got %d, want %d", got, want)
@@ -204,7 +211,7 @@ func TestDropLogIsRateLimited(t *testing.T) {
 	// When the interval has passed, the next drop logs how many went
 	// unlogged in between.
 	b.logMu.Lock()
-	b.lastLog = time.Now().Add(-b.logEvery)
+	b.fullLog.last = time.Now().Add(-b.logEvery)
 	b.logMu.Unlock()
 	b.Publish(ev(5000))
 	lines = logs.Lines()
