@@ -282,17 +282,28 @@ func (cq CandidateQuery) parts() []candidatePart {
 }
 
 // DeferCandidates marks every message the query selects from id fromID on
-// as dropped, so that the reconciler offers it when the queue has room. It
-// returns how many it marked.
+// as dropped, so that the reconciler offers it when the queue has room. A
+// message already mirrored keeps its state: the CRM holds it, and only
+// the check an operator asked for was turned away. It returns how many
+// messages it turned away, the mirrored ones included.
 func (s *Store) DeferCandidates(ctx context.Context, cq CandidateQuery, fromID int64) (int64, error) {
 	var n int64
 	err := s.exec(ctx, func(tx *gorm.DB) error {
-		res := tx.Model(&Message{}).Scopes(cq.scope).Where("id >= ?", fromID).
+		res := tx.Model(&Message{}).Scopes(cq.scope).Where("id >= ? AND mirror_status <> ?", fromID, MirrorMirrored).
 			Update("mirror_status", MirrorDropped)
-		n = res.RowsAffected
 		if res.Error != nil {
 			return fmt.Errorf("defer mirror candidates: %w", res.Error)
 		}
+		n = res.RowsAffected
+		if !slices.Contains(cq.Statuses, MirrorMirrored) {
+			return nil
+		}
+		var kept int64
+		if err := tx.Model(&Message{}).Scopes(cq.scope).Where("id >= ? AND mirror_status = ?", fromID, MirrorMirrored).
+			Count(&kept).Error; err != nil {
+			return fmt.Errorf("count mirrored candidates: %w", err)
+		}
+		n += kept
 		return nil
 	})
 	return n, err

@@ -320,4 +320,18 @@ func TestDeferCandidates(t *testing.T) {
 	if got := mustGet(t, s, ids["stalePending"]).MirrorStatus; got != domain.MirrorDropped {
 		t.Errorf("stalePending: got %q, want dropped", got)
 	}
+
+	// An operator's re-check of mirrored messages turned away by a full
+	// queue: they are counted, and stay mirrored (the CRM holds them).
+	recheck := domain.CandidateQuery{Statuses: []domain.MirrorStatus{domain.MirrorMirrored, domain.MirrorDisabled}}
+	n, err = s.DeferCandidates(ctx, recheck, 1)
+	if err != nil || n != 2 {
+		t.Errorf("defer mirrored and disabled: got %d, %v, want 2", n, err)
+	}
+	if got := mustGet(t, s, ids["mirrored"]).MirrorStatus; got != domain.MirrorMirrored {
+		t.Errorf("mirrored after defer: got %q, want mirrored", got)
+	}
+	if got := mustGet(t, s, ids["disabled"]).MirrorStatus; got != domain.MirrorDropped {
+		t.Errorf("disabled after defer: got %q, want dropped", got)
+	}
 }
