@@ -551,3 +551,117 @@ func TestMIDBufferStaysBounded(t *testing.T) {
 	}
 	checkKeyTables(t, s)
 }
+
+// TestDuplicatesTakeNoIDs: ids go to stored messages only, so the last id
+// handed out is MAX(id) and no mark taken from it passes the table.
+func TestDuplicatesTakeNoIDs(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, filepath.Join(t.TempDir(), "s.db"))
+	defer closeStore(t, s)
+	res, err := s.Save(ctx, []Message{testMsg(t, "A", "a"), testMsg(t, "B", "b"), testMsg(t, "A", "again")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.New) != 2 || res.New[0].ID != 1 || res.New[1].ID != 2 || res.Duplicates != 1 {
+		t.Fatalf("save: got %+v, want ids 1 and 2 and one duplicate", res)
+	}
+	res, err = s.Save(ctx, []Message{testMsg(t, "B", "b again"), testMsg(t, "C", "c")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.New) != 1 || res.New[0].ID != 3 {
+		t.Fatalf("next save: got %+v, want C stored with id 3", res.New)
+	}
+}
+
+// TestRedeliveryAfterRangeMovesAndRestarts: a commit whose last message is
+// a duplicate, then a commit that moves key ranges, then restarts. The
+// next message must be stored above every mark, so that its key is found
+// again after another restart and its redelivery is not stored twice.
+func TestRedeliveryAfterRangeMovesAndRestarts(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	open := func(every int) *Store {
+		t.Helper()
+		s, err := OpenStore(StoreOptions{Path: path, MIDMoveEvery: every})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open(1)
+	if _, err := s.Save(ctx, []Message{testMsg(t, "A", "a"), testMsg(t, "B", "b"), testMsg(t, "A", "dup")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckWritable(ctx); err != nil { // a commit that moves ranges
+		t.Fatal(err)
+	}
+	moved := map[int]bool{}
+	for r := range midRanges {
+		if s.mids.marks[r] > 0 {
+			moved[r] = true
+		}
+	}
+	if len(moved) == 0 {
+		t.Fatal("no key range moved; the test arranges nothing")
+	}
+	closeStore(t, s)
+	x := ""
+	for i := 0; x == ""; i++ {
+		if c := fmt.Sprintf("X-%d", i); moved[midRangeOf(MIDKey(c))] {
+			x = c
+		}
+	}
+	for _, text := range []string{"first", "redelivered", "redelivered again"} {
+		s = open(1 << 20)
+		if _, err := s.Save(ctx, []Message{testMsg(t, x, text)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		closeStore(t, s)
+	}
+	s = open(1 << 20)
+	defer closeStore(t, s)
+	var n int64
+	if err := s.rdb.Raw("SELECT COUNT(*) FROM messages WHERE instagram_message_id = ?", x).Scan(&n).Error; err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("mid %s stored %d times, want once", x, n)
+	}
+}
+
+// TestNextIDAboveMarksOfAnOlderStore: a store written by an earlier
+// version may have marks above MAX(id) (it gave ids to duplicates). New
+// messages go above them, into the buffer and the customer listing.
+func TestNextIDAboveMarksOfAnOlderStore(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	closeStore(t, openTestStore(t, path))
+	db := rawDB(t, path)
+	insertRaw(t, db, 1, "old-1", ptr(MIDKey("old-1")))
+	insertRaw(t, db, 2, "old-2", ptr(MIDKey("old-2")))
+	moveKeysUpTo(t, db, 5)
+	execAll(t, db, fmt.Sprintf("UPDATE store_meta SET value = 5 WHERE key = '%s'", userIndexMark),
+		"INSERT INTO user_index (user_id, id) VALUES ('c1', 1), ('c1', 2)")
+	_ = db.Close()
+
+	s := openTestStore(t, path)
+	res, err := s.Save(ctx, []Message{testMsg(t, "new-1", "n")}, nil)
+	closeStore(t, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := res.New[0].ID; id <= 5 {
+		t.Fatalf("new message id %d, want above the marks (5)", id)
+	}
+	s = openTestStore(t, path)
+	defer closeStore(t, s)
+	res, err = s.Save(ctx, []Message{testMsg(t, "new-1", "redelivered")}, nil)
+	if err != nil || len(res.New) != 0 {
+		t.Fatalf("redelivery after restart: got %d new (%v), want a duplicate", len(res.New), err)
+	}
+	page, _, err := s.List(ctx, ListFilter{UserID: "c1", Limit: 10})
+	if err != nil || len(page) != 3 {
+		t.Fatalf("list by customer: got %d rows (%v), want 3", len(page), err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -293,12 +294,17 @@ type healthCheck struct {
 	CheckedAt time.Time
 }
 
+// loadNextID sets the next id above every stored message and above every
+// mark (user_index's, each mid key range's). A mark says "every message up
+// to here is indexed": a new message at or below one would be in no index.
+// Since ids go only to stored messages, the marks never pass MAX(id); a
+// store written before that was so may have them a few ids above it.
 func (s *Store) loadNextID() error {
 	var maxID int64
 	if err := s.wdb.Raw("SELECT COALESCE(MAX(id), 0) FROM messages").Scan(&maxID).Error; err != nil {
 		return fmt.Errorf("read last message id: %w", err)
 	}
-	s.nextID = maxID + 1
+	s.nextID = max(maxID, s.userMark, slices.Max(s.mids.marks[:])) + 1
 	return nil
 }
 
@@ -474,18 +480,38 @@ func (s *Store) commit(batch []*writeReq) {
 		return
 	}
 	if len(drops) > 0 {
-		s.log.Warn("record dropped mirror events", "count", len(drops), "err", err)
+		defer s.retryDrops(drops)
 	}
 	if len(batch) == 1 {
 		batch[0].done <- err
 		return
 	}
 	for _, r := range batch {
+		// The failed attempt may have moved a message to a later probe key;
+		// alone, it starts again from its first.
+		setMIDKeys(r.msgs)
 		start := time.Now()
 		err := s.tx([]*writeReq{r}, nil)
 		s.stats.record(1, time.Since(start), err)
 		r.done <- err
 	}
+}
+
+// retryDrops records drop marks whose shared transaction failed, in a
+// transaction of their own; if that fails too, they wait for the next
+// commit. Never lost: a message whose event was turned away but is still
+// pending would be offered again only as stale.
+func (s *Store) retryDrops(drops []int64) {
+	start := time.Now()
+	err := s.tx(nil, drops)
+	s.stats.record(0, time.Since(start), err)
+	if err == nil {
+		return
+	}
+	s.log.Warn("record dropped mirror events; retried with the next commit", "count", len(drops), "err", err)
+	s.dropMu.Lock()
+	s.drops = append(drops, s.drops...)
+	s.dropMu.Unlock()
 }
 
 func (s *Store) tx(batch []*writeReq, drops []int64) error {
@@ -526,15 +552,15 @@ func (s *Store) tx(batch []*writeReq, drops []int64) error {
 		return nil
 	})
 	if err != nil {
-		// Ids handed out inside the rolled-back transaction may be reused,
-		// and the customer index's mark may not have moved.
-		if lerr := s.loadNextID(); lerr != nil {
-			s.log.Error("reload last message id", "err", lerr)
-		}
+		// The customer index's mark may not have moved, and ids handed out
+		// inside the rolled-back transaction may be reused.
 		if mark, lerr := loadUserIndexMark(s.wdb); lerr != nil {
 			s.log.Error("reload user_index mark", "err", lerr)
 		} else {
 			s.userMark = mark
+		}
+		if lerr := s.loadNextID(); lerr != nil {
+			s.log.Error("reload last message id", "err", lerr)
 		}
 		return err
 	}
@@ -631,44 +657,50 @@ func (s *Store) insertAll(tx *gorm.DB, batch []*writeReq) error {
 		return fmt.Errorf("insert messages: %w", err)
 	}
 	ctx := tx.Statement.Context
-	rows := make([]insertSlot, 0, n)
 	keyed := make([]insertSlot, 0, n)
-	now := time.Now().UTC()
-	created := sqliteTime(now) // once per commit
 	for _, r := range batch {
 		r.isNew = make([]bool, len(r.msgs))
 		for i := range r.msgs {
-			m := &r.msgs[i]
-			m.ID = s.nextID
-			s.nextID++
-			m.CreatedAt = now
-			if m.MIDKey == nil {
+			if r.msgs[i].MIDKey == nil {
 				r.isNew[i] = true
-				rows = append(rows, insertSlot{r, i})
 			} else {
 				keyed = append(keyed, insertSlot{r, i})
 			}
 		}
 	}
-	placed, err := s.placeKeys(ctx, sqlTx, keyed)
-	if err != nil {
+	if err := s.placeKeys(ctx, sqlTx, keyed); err != nil {
 		return fmt.Errorf("insert messages: %w", err)
 	}
-	if err := s.insertRows(ctx, sqlTx, append(rows, placed...), created); err != nil {
-		return fmt.Errorf("insert messages: %w", err)
+	// Ids go to the stored messages only, in the batch's order, so that
+	// the last id handed out is the largest stored: the marks taken from
+	// it never pass MAX(id) (loadNextID).
+	rows := make([]insertSlot, 0, n)
+	now := time.Now().UTC()
+	for _, r := range batch {
+		for i := range r.msgs {
+			if !r.isNew[i] {
+				continue
+			}
+			m := &r.msgs[i]
+			m.ID = s.nextID
+			s.nextID++
+			m.CreatedAt = now
+			rows = append(rows, insertSlot{r, i})
+			if m.MIDKey != nil {
+				s.mids.tx[*m.MIDKey] = m.ID
+			}
+		}
 	}
-	for _, sl := range placed {
-		m := sl.msg()
-		s.mids.tx[*m.MIDKey] = m.ID
+	if err := s.insertRows(ctx, sqlTx, rows, sqliteTime(now)); err != nil {
+		return fmt.Errorf("insert messages: %w", err)
 	}
 	return s.countNew(ctx, sqlTx, batch)
 }
 
 // placeKeys settles each of slots (messages with a mid, their probe-0
-// key set): it returns the new ones, marked new and each under a key
-// nobody holds, and leaves the duplicates unmarked.
-func (s *Store) placeKeys(ctx context.Context, sqlTx *sql.Tx, slots []insertSlot) ([]insertSlot, error) {
-	placed := make([]insertSlot, 0, len(slots))
+// key set): it marks the new ones new, each under a key nobody holds, and
+// leaves the duplicates unmarked.
+func (s *Store) placeKeys(ctx context.Context, sqlTx *sql.Tx, slots []insertSlot) error {
 	taken := make(map[int64]string, len(slots)) // keys placed in this batch
 	keys := make([]int64, 0, len(slots))
 	for probe := 0; len(slots) > 0; probe++ {
@@ -678,7 +710,7 @@ func (s *Store) placeKeys(ctx context.Context, sqlTx *sql.Tx, slots []insertSlot
 		}
 		held, err := s.heldMIDs(ctx, sqlTx, keys)
 		if err != nil {
-			return nil, fmt.Errorf("look up mid keys: %w", err)
+			return fmt.Errorf("look up mid keys: %w", err)
 		}
 		var again []insertSlot
 		for _, sl := range slots {
@@ -691,11 +723,10 @@ func (s *Store) placeKeys(ctx context.Context, sqlTx *sql.Tx, slots []insertSlot
 			case !ok:
 				taken[*m.MIDKey] = m.MID()
 				sl.r.isNew[sl.i] = true
-				placed = append(placed, sl)
 			case holder == m.MID():
 				// A duplicate: stored before, or earlier in this batch.
 			case probe+1 >= maxMIDProbes:
-				return nil, fmt.Errorf("message %d: all %d probe keys of its mid are taken", m.ID, maxMIDProbes)
+				return fmt.Errorf("message %q: all %d probe keys of its mid are taken", m.MID(), maxMIDProbes)
 			default:
 				k := midKeyProbe(m.MID(), probe+1)
 				m.MIDKey = &k
@@ -704,7 +735,7 @@ func (s *Store) placeKeys(ctx context.Context, sqlTx *sql.Tx, slots []insertSlot
 		}
 		slots = again
 	}
-	return placed, nil
+	return nil
 }
 
 // insertRows inserts the messages of slots with created_at created
