@@ -155,10 +155,19 @@ func TestCollidingMIDsAreStoredOnce(t *testing.T) {
 			t.Errorf("squatter %d was marked unsent with the target", id)
 		}
 	}
-	var n int64
-	if err := s.rdb.Raw("SELECT COUNT(*) FROM messages WHERE instagram_message_id = ?", target).Scan(&n).Error; err != nil || n != 1 {
-		t.Fatalf("rows with the target mid: %d (%v), want 1", n, err)
+	if n := rowsWithMID(t, s, target); n != 1 {
+		t.Fatalf("rows with the target mid: %d, want 1", n)
 	}
+}
+
+// rowsWithMID counts the stored rows of mid.
+func rowsWithMID(t *testing.T, s *Store, mid string) int64 {
+	t.Helper()
+	var n int64
+	if err := s.rdb.Raw("SELECT COUNT(*) FROM messages WHERE instagram_message_id = ?", mid).Scan(&n).Error; err != nil {
+		t.Fatalf("count rows of mid %s: %v", mid, err)
+	}
+	return n
 }
 
 // TestAllProbeKeysTaken fails the save that cannot place its mid, and
@@ -621,11 +630,7 @@ func TestRedeliveryAfterRangeMovesAndRestarts(t *testing.T) {
 	}
 	s = open(1 << 20)
 	defer closeStore(t, s)
-	var n int64
-	if err := s.rdb.Raw("SELECT COUNT(*) FROM messages WHERE instagram_message_id = ?", x).Scan(&n).Error; err != nil {
-		t.Fatal(err)
-	}
-	if n != 1 {
+	if n := rowsWithMID(t, s, x); n != 1 {
 		t.Fatalf("mid %s stored %d times, want once", x, n)
 	}
 }
