@@ -254,16 +254,18 @@ func (a *App) mirrorStats(c echo.Context) error {
 		return err
 	}
 	st := a.mirrorStatus()
+	// Read once, so that dropped is the sum of the reasons shown.
+	droppedFull, droppedShut := a.bus.Dropped(events.ReasonQueueFull), a.bus.Dropped(events.ReasonClosed)
 	out := map[string]any{
 		"enabled":        a.pool != nil,
 		"queue_depth":    a.bus.Len(),
 		"queue_capacity": a.bus.Cap(),
 		"workers":        0,
 		"published":      a.bus.Published(),
-		"dropped":        a.bus.Dropped(events.ReasonQueueFull) + a.bus.Dropped(events.ReasonClosed),
+		"dropped":        droppedFull + droppedShut,
 		"dropped_by_reason": map[string]uint64{
-			events.ReasonQueueFull: a.bus.Dropped(events.ReasonQueueFull),
-			events.ReasonClosed:    a.bus.Dropped(events.ReasonClosed),
+			events.ReasonQueueFull: droppedFull,
+			events.ReasonClosed:    droppedShut,
 		},
 		"mirrored":         uint64(0),
 		"failed":           uint64(0),
