@@ -1,5 +1,7 @@
 // Package domain holds igmirror's central types: the direct Message, its
-// rules, and the SQLite store that is the service's source of truth.
+// rules and filters, the delivery journal's record, and the port (the
+// interfaces app and mirror consume) that each storage technology
+// implements. It knows no SQL, no GORM and no driver.
 package domain
 
 import (
@@ -58,37 +60,41 @@ type Attachment struct {
 // The first block of fields is CONTRACT.md's; the rest serves the mirror
 // and the admin API.
 type Message struct {
-	ID                 int64        `gorm:"primaryKey;autoIncrement" json:"id"`
-	InstagramMessageID *string      `gorm:"column:instagram_message_id" json:"instagram_message_id"`
-	SenderID           string       `gorm:"not null" json:"sender_id"`
-	RecipientID        string       `gorm:"not null" json:"recipient_id"`
-	Direction          Direction    `gorm:"type:text;not null" json:"direction"`
-	MessageText        string       `gorm:"not null;default:''" json:"message_text"`
-	Timestamp          time.Time    `gorm:"not null;index" json:"timestamp"`
-	CreatedAt          time.Time    `gorm:"not null" json:"created_at"`
-	MirrorStatus       MirrorStatus `gorm:"type:text;not null;index:idx_messages_mirror,priority:1" json:"mirror_status"`
-
-	// MIDKey keeps InstagramMessageID unique: see midkey.go and
-	// midtables.go. Set by Save.
-	MIDKey *int64 `gorm:"column:mid_key" json:"-"`
+	ID                 int64        `json:"id"`
+	InstagramMessageID *string      `json:"instagram_message_id"`
+	SenderID           string       `json:"sender_id"`
+	RecipientID        string       `json:"recipient_id"`
+	Direction          Direction    `json:"direction"`
+	MessageText        string       `json:"message_text"`
+	Timestamp          time.Time    `json:"timestamp"`
+	CreatedAt          time.Time    `json:"created_at"`
+	MirrorStatus       MirrorStatus `json:"mirror_status"`
 
 	// UserID is the customer: the sender of an inbound message, the
-	// recipient of an outbound one. Derived once, kept for filtering
-	// through user_index (userindex.go).
-	UserID string `gorm:"not null" json:"user_id"`
+	// recipient of an outbound one. Derived once by Validate.
+	UserID string `json:"user_id"`
 	// Attachments is the JSON list of attachments, empty when there are none.
-	Attachments string     `gorm:"not null;default:''" json:"attachments,omitempty"`
-	ReplyToMID  string     `gorm:"column:reply_to_mid;not null;default:''" json:"reply_to_mid,omitempty"`
-	Deleted     bool       `gorm:"not null;default:false" json:"deleted"`
-	DeletedAt   *time.Time `json:"deleted_at,omitempty"`
+	Attachments string `json:"attachments,omitempty"`
+	ReplyToMID  string `json:"reply_to_mid,omitempty"`
+	// Standby is true when the message came in entry[].standby[]: the
+	// thread was owned by another app (the handover protocol).
+	Standby   bool       `json:"standby"`
+	Deleted   bool       `json:"deleted"`
+	DeletedAt *time.Time `json:"deleted_at,omitempty"`
+	// OriginalText is the text before the first edit; nil when never edited.
+	OriginalText *string `json:"original_text,omitempty"`
+	EditCount    int     `json:"edit_count"`
 
-	MirrorAttempts      int        `gorm:"not null;default:0" json:"mirror_attempts"`
-	MirrorLastError     string     `gorm:"not null;default:''" json:"mirror_last_error,omitempty"`
+	MirrorAttempts      int        `json:"mirror_attempts"`
+	MirrorLastError     string     `json:"mirror_last_error,omitempty"`
 	MirrorLastAttemptAt *time.Time `json:"mirror_last_attempt_at,omitempty"`
 	MirroredAt          *time.Time `json:"mirrored_at,omitempty"`
 	// MirrorDegraded is true when the CRM holds a lossy copy: characters its
 	// charset cannot hold were replaced, or the text was cut to fit.
-	MirrorDegraded bool `gorm:"not null;default:false" json:"mirror_degraded"`
+	MirrorDegraded bool `json:"mirror_degraded"`
+	// MirrorOwner is the lease token of the instance that may mirror the
+	// message (see Lease).
+	MirrorOwner string `json:"mirror_owner,omitempty"`
 }
 
 // MID returns the Instagram message id, or "" when the message has none.
@@ -136,3 +142,6 @@ const (
 	maxIDLen  = 100
 	maxMIDLen = 512
 )
+
+// MaxErrorLen bounds the error text a store keeps on a message.
+const MaxErrorLen = 500

@@ -1,6 +1,6 @@
 //go:build linux && cgo
 
-package domain
+package main
 
 // SQLite's memory comes from glibc's malloc. By default glibc opens up to
 // eight arenas per CPU as C calls arrive on new threads, and SQLite's page

@@ -1,4 +1,4 @@
-package domain
+package sqlite
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 // insertCols are the columns a new message is inserted with; the rest
 // take their defaults.
-const insertCols = "(id, instagram_message_id, mid_key, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid)"
+const insertCols = "(instagram_message_id, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid, standby, mirror_owner)"
 
 const colsPerRow = 13
 
@@ -25,23 +25,21 @@ const exactInsertRows = 16
 // is cut into statements of these sizes (and one exact remainder).
 var largerInsertRows = []int{rowsPerStmt, 256, 128, 64, 32}
 
-// sizedStmts holds one of the writer's statements over a list of rows
-// (an INSERT of n rows, a lookup of n keys), prepared once at open for
-// each kept size: preparing a statement of a few hundred placeholders
-// cost as much as running it, on every commit. Only the writer goroutine
-// uses them (through its transaction), so no lock.
+// sizedStmts holds one of the writer's statements over a list of rows,
+// prepared once at open for each kept size: preparing a statement of a
+// few hundred placeholders cost as much as running it, on every commit.
+// Only the writer goroutine uses them (through its transaction), so no
+// lock.
 type sizedStmts struct {
 	byRows map[int]*sql.Stmt
 }
 
-// insertSQL is the INSERT of n messages. Their mids were checked against
-// the stored ones beforehand (midtables.go), so a constraint failure is a
-// fault: OR ROLLBACK ends the whole transaction, which the writer does on
-// any error anyway, and SQLite then keeps no statement journal, a copy of
-// every page the statement touches (8% of the writer's time with 400-row
-// statements).
+// insertSQL is the INSERT of n messages. The UNIQUE constraint decides
+// which are new: a mid already stored, or earlier in the same statement,
+// is skipped, and RETURNING names the rows actually inserted.
 func insertSQL(n int) string {
-	return valuesSQL("INSERT OR ROLLBACK INTO messages "+insertCols+" VALUES ", "(?,?,?,?,?,?,?,?,?,?,?,?,?)", n)
+	return valuesSQL("INSERT INTO messages "+insertCols+" VALUES ", "(?,?,?,?,?,?,?,?,?,?,?,?,?)", n) +
+		" ON CONFLICT (instagram_message_id) DO NOTHING RETURNING id, instagram_message_id"
 }
 
 // valuesSQL is head followed by n copies of row, comma-separated.

@@ -1,0 +1,352 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"igmirror/domain"
+
+	"gorm.io/gorm"
+)
+
+// messageCols are the messages columns, in scanMessage's order.
+const messageCols = "id, instagram_message_id, sender_id, recipient_id, direction, message_text, timestamp, created_at, " +
+	"mirror_status, user_id, attachments, reply_to_mid, standby, deleted, deleted_at, original_text, edit_count, " +
+	"mirror_attempts, mirror_last_error, mirror_last_attempt_at, mirrored_at, mirror_degraded, mirror_owner"
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+// scanMessage reads one row of messageCols.
+func scanMessage(sc scanner) (domain.Message, error) {
+	var (
+		m                                    domain.Message
+		mid, original                        sql.NullString
+		direction, status                    string
+		ts, created                          sqlTime
+		deletedAt, lastAttemptAt, mirroredAt sqlTime
+	)
+	err := sc.Scan(&m.ID, &mid, &m.SenderID, &m.RecipientID, &direction, &m.MessageText, &ts, &created,
+		&status, &m.UserID, &m.Attachments, &m.ReplyToMID, &m.Standby, &m.Deleted, &deletedAt, &original, &m.EditCount,
+		&m.MirrorAttempts, &m.MirrorLastError, &lastAttemptAt, &mirroredAt, &m.MirrorDegraded, &m.MirrorOwner)
+	if err != nil {
+		return domain.Message{}, err
+	}
+	m.Direction, m.MirrorStatus = domain.Direction(direction), domain.MirrorStatus(status)
+	if mid.Valid {
+		m.InstagramMessageID = &mid.String
+	}
+	if original.Valid {
+		m.OriginalText = &original.String
+	}
+	m.Timestamp, m.CreatedAt = ts.t, created.t
+	m.DeletedAt, m.MirrorLastAttemptAt, m.MirroredAt = deletedAt.ptr(), lastAttemptAt.ptr(), mirroredAt.ptr()
+	return m, nil
+}
+
+// queryMessages runs a SELECT of messageCols (rest follows "FROM
+// messages ") on q and scans every row.
+func queryMessages(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, rest string, args ...any) ([]domain.Message, error) {
+	rows, err := q.QueryContext(ctx, "SELECT "+messageCols+" FROM messages "+rest, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanMessages(rows)
+}
+
+func scanMessages(rows *sql.Rows) ([]domain.Message, error) {
+	defer rows.Close()
+	var out []domain.Message
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan message: %w", err)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// sqlTime scans a DATETIME column whichever way the driver hands it over:
+// a time.Time where it knows the column's declared type, the text
+// otherwise (RETURNING rows, expressions).
+type sqlTime struct {
+	t     time.Time
+	valid bool
+}
+
+// timeLayouts are the forms the SQLite driver writes times in.
+var timeLayouts = []string{
+	"2006-01-02 15:04:05.999999999-07:00",
+	"2006-01-02T15:04:05.999999999-07:00",
+	"2006-01-02 15:04:05.999999999",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02 15:04:05",
+	"2006-01-02T15:04:05",
+	"2006-01-02",
+}
+
+func (st *sqlTime) Scan(v any) error {
+	switch x := v.(type) {
+	case nil:
+		*st = sqlTime{}
+		return nil
+	case time.Time:
+		*st = sqlTime{t: x.UTC(), valid: true}
+		return nil
+	case string:
+		return st.parse(x)
+	case []byte:
+		return st.parse(string(x))
+	}
+	return fmt.Errorf("cannot scan %T into a time", v)
+}
+
+func (st *sqlTime) parse(s string) error {
+	s = strings.TrimSuffix(s, "Z")
+	for _, layout := range timeLayouts {
+		if t, err := time.Parse(layout, s); err == nil {
+			*st = sqlTime{t: t.UTC(), valid: true}
+			return nil
+		}
+	}
+	return fmt.Errorf("cannot parse time %q", s)
+}
+
+func (st sqlTime) ptr() *time.Time {
+	if !st.valid {
+		return nil
+	}
+	t := st.t
+	return &t
+}
+
+// List returns one page of messages, newest first, and the cursor of the
+// next page ("" when this is the last).
+func (s *Store) List(ctx context.Context, f domain.ListFilter) ([]domain.Message, string, error) {
+	var before int64
+	if f.Cursor != "" {
+		var err error
+		if before, err = domain.DecodeCursor(f.Cursor); err != nil {
+			return nil, "", err
+		}
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	var where []string
+	var args []any
+	add := func(cond string, arg any) { where, args = append(where, cond), append(args, arg) }
+	if f.UserID != "" {
+		add("user_id = ?", f.UserID)
+	}
+	if f.Direction != "" {
+		add("direction = ?", string(f.Direction))
+	}
+	if f.MirrorStatus != "" {
+		add("mirror_status = ?", string(f.MirrorStatus))
+	}
+	if !f.Since.IsZero() {
+		add("timestamp >= ?", f.Since.UTC())
+	}
+	if !f.Until.IsZero() {
+		add("timestamp < ?", f.Until.UTC())
+	}
+	if before > 0 {
+		add("id < ?", before)
+	}
+	q := ""
+	if len(where) > 0 {
+		q = "WHERE " + strings.Join(where, " AND ") + " "
+	}
+	out, err := queryMessages(ctx, s.rsql, q+"ORDER BY id DESC LIMIT ?", append(args, limit+1)...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list messages: %w", err)
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		next = domain.EncodeCursor(out[len(out)-1].ID)
+	}
+	return out, next, nil
+}
+
+// Get returns one message by id, or domain.ErrNotFound.
+func (s *Store) Get(ctx context.Context, id int64) (domain.Message, error) {
+	return s.getOne(ctx, "WHERE id = ?", id)
+}
+
+// GetByMID returns the message with an Instagram message id, or
+// domain.ErrNotFound: a plain read through the UNIQUE index.
+func (s *Store) GetByMID(ctx context.Context, mid string) (domain.Message, error) {
+	return s.getOne(ctx, "WHERE instagram_message_id = ?", mid)
+}
+
+func (s *Store) getOne(ctx context.Context, where string, arg any) (domain.Message, error) {
+	m, err := scanMessage(s.rsql.QueryRowContext(ctx, "SELECT "+messageCols+" FROM messages "+where, arg))
+	if errors.Is(err, sql.ErrNoRows) {
+		return domain.Message{}, domain.ErrNotFound
+	}
+	if err != nil {
+		return domain.Message{}, fmt.Errorf("get message: %w", err)
+	}
+	return m, nil
+}
+
+// CountByStatus returns how many messages are in each mirror state, from
+// the counts the triggers keep.
+func (s *Store) CountByStatus(ctx context.Context) (map[domain.MirrorStatus]int64, error) {
+	rows, err := s.rsql.QueryContext(ctx, "SELECT status, n FROM status_counts")
+	if err != nil {
+		return nil, fmt.Errorf("count by mirror status: %w", err)
+	}
+	defer rows.Close()
+	out := map[domain.MirrorStatus]int64{
+		domain.MirrorPending: 0, domain.MirrorMirrored: 0, domain.MirrorDropped: 0, domain.MirrorFailed: 0, domain.MirrorDisabled: 0,
+	}
+	for rows.Next() {
+		var st string
+		var n int64
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, fmt.Errorf("count by mirror status: %w", err)
+		}
+		out[domain.MirrorStatus(st)] = n
+	}
+	return out, rows.Err()
+}
+
+// OldestUnmirrored returns the creation time of the oldest message still
+// pending, dropped or failed: the first of each state in the mirror
+// index, so three index seeks whatever the store's size.
+func (s *Store) OldestUnmirrored(ctx context.Context) (time.Time, bool, error) {
+	var oldest time.Time
+	found := false
+	for _, st := range []domain.MirrorStatus{domain.MirrorPending, domain.MirrorDropped, domain.MirrorFailed} {
+		var c sqlTime
+		err := s.rsql.QueryRowContext(ctx, "SELECT created_at FROM messages WHERE mirror_status = ? ORDER BY id LIMIT 1", string(st)).Scan(&c)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("oldest unmirrored: %w", err)
+		}
+		if !found || c.t.Before(oldest) {
+			oldest, found = c.t, true
+		}
+	}
+	return oldest, found, nil
+}
+
+// deliveryCols are the journal's columns but the body.
+const deliveryCols = "id, received_at, signature, length(body), stored, duplicates, unsent, edited, items"
+
+func scanDelivery(sc scanner, body *[]byte) (domain.Delivery, error) {
+	var d domain.Delivery
+	var at sqlTime
+	var items string
+	dest := []any{&d.ID, &at, &d.Signature, &d.Size, &d.Stored, &d.Duplicates, &d.Unsent, &d.Edited, &items}
+	if body != nil {
+		dest = append(dest, body)
+	}
+	if err := sc.Scan(dest...); err != nil {
+		return d, err
+	}
+	d.ReceivedAt = at.t
+	if err := json.Unmarshal([]byte(items), &d.Items); err != nil {
+		return d, fmt.Errorf("delivery %d items: %w", d.ID, err)
+	}
+	return d, nil
+}
+
+// ListDeliveries returns one page of the journal, newest first, without
+// bodies.
+func (s *Store) ListDeliveries(ctx context.Context, f domain.DeliveryFilter) ([]domain.Delivery, string, error) {
+	var before int64
+	if f.Cursor != "" {
+		var err error
+		if before, err = domain.DecodeCursor(f.Cursor); err != nil {
+			return nil, "", err
+		}
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	var where []string
+	var args []any
+	if !f.Since.IsZero() {
+		where, args = append(where, "received_at >= ?"), append(args, f.Since.UTC())
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "received_at < ?"), append(args, f.Until.UTC())
+	}
+	if before > 0 {
+		where, args = append(where, "id < ?"), append(args, before)
+	}
+	q := "SELECT " + deliveryCols + " FROM deliveries "
+	if len(where) > 0 {
+		q += "WHERE " + strings.Join(where, " AND ") + " "
+	}
+	rows, err := s.rsql.QueryContext(ctx, q+"ORDER BY id DESC LIMIT ?", append(args, limit+1)...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list deliveries: %w", err)
+	}
+	defer rows.Close()
+	var out []domain.Delivery
+	for rows.Next() {
+		d, err := scanDelivery(rows, nil)
+		if err != nil {
+			return nil, "", fmt.Errorf("list deliveries: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list deliveries: %w", err)
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		next = domain.EncodeCursor(out[len(out)-1].ID)
+	}
+	return out, next, nil
+}
+
+// GetDelivery returns one journal record with its body.
+func (s *Store) GetDelivery(ctx context.Context, id int64) (domain.Delivery, error) {
+	var body []byte
+	d, err := scanDelivery(s.rsql.QueryRowContext(ctx, "SELECT "+deliveryCols+", body FROM deliveries WHERE id = ?", id), &body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return domain.Delivery{}, domain.ErrNotFound
+	}
+	if err != nil {
+		return domain.Delivery{}, fmt.Errorf("get delivery %d: %w", id, err)
+	}
+	d.Body = body
+	return d, nil
+}
+
+// PurgeDeliveries deletes up to limit journal records received before
+// before, oldest first, in one short write of the writer.
+func (s *Store) PurgeDeliveries(ctx context.Context, before time.Time, limit int) (int64, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	var n int64
+	err := s.exec(ctx, func(tx *gorm.DB) error {
+		res := tx.Exec("DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE received_at < ? ORDER BY id LIMIT ?)", before.UTC(), limit)
+		n = res.RowsAffected
+		return res.Error
+	})
+	if err != nil {
+		return 0, fmt.Errorf("purge deliveries: %w", err)
+	}
+	return n, nil
+}
