@@ -35,6 +35,10 @@ func (a *App) newAdmin() *echo.Echo {
 	g.POST("/messages", a.postMessage)
 	g.GET("/mirror/stats", a.mirrorStats)
 	g.POST("/mirror/resync", a.resync)
+	g.GET("/deliveries", a.listDeliveries)
+	g.GET("/deliveries/:id", a.getDelivery)
+	g.GET("/deliveries/:id/raw", a.getDeliveryRaw)
+	g.POST("/deliveries/replay", a.replayDeliveries)
 	return e
 }
 
@@ -232,7 +236,7 @@ func (a *App) postMessage(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	res, err := a.ingester.ingest(ctx, "admin", []domain.Message{m}, nil)
+	res, err := a.ingester.ingest(ctx, "admin", domain.Batch{Messages: []domain.Message{m}})
 	if err != nil {
 		return err
 	}

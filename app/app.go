@@ -27,7 +27,7 @@ type App struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	store    *domain.Store
+	store    domain.Store
 	bus      *events.Bus
 	sink     *mirror.MySQLSink // nil when the mirror is off
 	pool     *mirror.Pool      // nil when the mirror is off
@@ -42,6 +42,8 @@ type App struct {
 	started   time.Time
 	recCancel context.CancelFunc
 	recDone   chan struct{}
+	bgCancel  context.CancelFunc // the journal's purger
+	bgDone    chan struct{}
 	stopOnce  sync.Once
 
 	// readHeaderTimeout bounds how long a client may take to send its
@@ -67,7 +69,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		log.Warn("no ADMIN_TOKEN: the admin API refuses every call")
 	}
 
-	store, err := domain.OpenStore(domain.StoreOptions{Path: cfg.SQLitePath, Synchronous: cfg.SQLiteSynchronous, Logger: log})
+	store, err := openStore(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -147,6 +149,9 @@ func (a *App) Start() error {
 		a.recCancel, a.recDone = cancel, make(chan struct{})
 		go func() { defer close(a.recDone); a.rec.Run(ctx) }()
 	}
+	bg, cancel := context.WithCancel(context.Background())
+	a.bgCancel, a.bgDone = cancel, make(chan struct{})
+	go func() { defer close(a.bgDone); a.purgeJournal(bg) }()
 	a.publicSrv = a.server(a.public)
 	a.adminSrv = a.server(a.admin)
 	for _, s := range []struct {
@@ -202,6 +207,10 @@ func (a *App) Shutdown(ctx context.Context) error {
 		if a.recCancel != nil {
 			a.recCancel()
 			<-a.recDone
+		}
+		if a.bgCancel != nil {
+			a.bgCancel()
+			<-a.bgDone
 		}
 		if a.pool != nil {
 			if a.pool.Stop(a.cfg.MirrorDrainTimeout) {

@@ -155,7 +155,7 @@ func TestCrashUnderLoad(t *testing.T) {
 			"CRM_MYSQL_ENABLED=true", "CRM_MYSQL_HOST=" + proxy.Host(), "CRM_MYSQL_PORT=" + strconv.Itoa(crmPort),
 			"CRM_MYSQL_USER=" + crm.User, "CRM_MYSQL_PASSWORD=" + crm.Password,
 			"CRM_MYSQL_DATABASE=" + crm.Name, "CRM_MYSQL_TABLE=" + crm.Table, "CRM_MYSQL_TLS=false",
-			"MIRROR_RECONCILE_INTERVAL=200ms", "MIRROR_BATCH_SIZE=5", "MIRROR_QUEUE_SIZE=64",
+			"MIRROR_RECONCILE_INTERVAL=200ms", "MIRROR_BATCH_SIZE=5", "MIRROR_QUEUE_SIZE=64", "MIRROR_LEASE_TIMEOUT=3s",
 			"LOG_FORMAT=json", "LOG_LEVEL=info", "PATH=" + os.Getenv("PATH"),
 		}
 	}

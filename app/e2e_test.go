@@ -21,6 +21,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+
 	// The zone test runs the service with TZ=Asia/Kathmandu, also where the
 	// system has no zone files (slim CI images).
 	_ "time/tzdata"
@@ -29,6 +30,7 @@ import (
 	"igmirror/domain"
 	"igmirror/instagram"
 	"igmirror/internal/testkit/mysqltest"
+	"igmirror/sqlite"
 )
 
 // Ids of the sample deliveries in testdata/webhooks.
@@ -870,7 +872,7 @@ func TestE2EShutdownLeavesQueuedPendingAndRestartMirrorsThem(t *testing.T) {
 	}
 
 	// Nothing is lost: every message waits in SQLite as pending.
-	store, err := domain.OpenStore(domain.StoreOptions{Path: cfg.SQLitePath})
+	store, err := sqlite.Open(sqlite.Options{Path: cfg.SQLitePath})
 	if err != nil {
 		t.Fatal(err)
 	}

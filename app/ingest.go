@@ -7,18 +7,13 @@ import (
 	"igmirror/events"
 )
 
-// Store is what the handlers need of the local store.
+// Store is what the ingester needs of the local store.
 type Store interface {
-	Save(ctx context.Context, msgs []domain.Message, unsends []string) (domain.SaveResult, error)
+	Save(ctx context.Context, b domain.Batch) (domain.SaveResult, error)
 	MarkDropped(ids ...int64)
-	Get(ctx context.Context, id int64) (domain.Message, error)
-	GetByMID(ctx context.Context, mid string) (domain.Message, error)
-	List(ctx context.Context, f domain.ListFilter) ([]domain.Message, string, error)
-	CountByStatus(ctx context.Context) (map[domain.MirrorStatus]int64, error)
-	CheckWritable(ctx context.Context) error
 }
 
-var _ Store = (*domain.Store)(nil)
+var _ Store = (domain.Store)(nil)
 
 // ingester is the one save-then-publish path, shared by the webhook and
 // the admin API.
@@ -34,7 +29,8 @@ type ingester struct {
 // held before the save: a message the full queue has no room for is
 // stored as dropped at once (counted and logged as a drop), and one that
 // still finds the queue full after the save is marked dropped then.
-func (in *ingester) ingest(ctx context.Context, source string, msgs []domain.Message, unsends []string) (domain.SaveResult, error) {
+func (in *ingester) ingest(ctx context.Context, source string, b domain.Batch) (domain.SaveResult, error) {
+	msgs := b.Messages
 	held := 0
 	if in.mirrorOn {
 		held = in.bus.Reserve(len(msgs))
@@ -51,7 +47,7 @@ func (in *ingester) ingest(ctx context.Context, source string, msgs []domain.Mes
 	}
 	// A client that hangs up must not leave a committed message unpublished:
 	// once handed to the writer the save completes, and so does the publish.
-	res, err := in.store.Save(context.WithoutCancel(ctx), msgs, unsends)
+	res, err := in.store.Save(context.WithoutCancel(ctx), b)
 	if err != nil {
 		in.bus.Release(held)
 		return res, err

@@ -121,6 +121,19 @@ func (m *metrics) observeHTTP(listener, route string, status int, d time.Duratio
 	o.(prometheus.Observer).Observe(d.Seconds())
 }
 
+// itemsByKind is a delivery's item counts by kind, as the journal keeps
+// them: only the kinds it holds.
+func itemsByKind(c instagram.Counts) map[string]int {
+	out := make(map[string]int, 2)
+	for i, n := range [len(itemKinds)]int{c.Messages, c.Echoes, c.Unsends, c.Reactions, c.Reads,
+		c.Postbacks, c.Referrals, c.Edits, c.Changes, c.Other} {
+		if n > 0 {
+			out[itemKinds[i]] = n
+		}
+	}
+	return out
+}
+
 // countItems adds one delivery's items to the items counter.
 func (m *metrics) countItems(c instagram.Counts) {
 	for i, n := range [len(itemKinds)]int{c.Messages, c.Echoes, c.Unsends, c.Reactions, c.Reads,
@@ -131,22 +144,27 @@ func (m *metrics) countItems(c instagram.Counts) {
 	}
 }
 
-// registerStore exposes the SQLite writer's group commits: requests per
-// commit is the mean group size, and the rate of the busy seconds how
-// close the single writer is to saturation (1 = always in a transaction).
-func (m *metrics) registerStore(st *domain.Store) {
+// registerStore exposes the store's group-commit writer, when it has one:
+// requests per commit is the mean group size, and the rate of the busy
+// seconds how close the writer is to saturation (1 = always in a
+// transaction). The counts are this instance's own.
+func (m *metrics) registerStore(store domain.Store) {
+	st, ok := store.(domain.WriterStatser)
+	if !ok {
+		return
+	}
 	m.reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: ns, Name: "sqlite_commits_total", Help: "Group commits of the SQLite writer.",
+			Namespace: ns, Name: "store_commits_total", Help: "Group commits of this instance's store writer.",
 		}, func() float64 { return float64(st.WriterStats().Commits) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: ns, Name: "sqlite_rollbacks_total", Help: "SQLite writer transactions that failed and rolled back.",
+			Namespace: ns, Name: "store_rollbacks_total", Help: "Store writer transactions that failed and rolled back.",
 		}, func() float64 { return float64(st.WriterStats().Failed) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: ns, Name: "sqlite_commit_requests_total", Help: "Writes (deliveries, status updates) folded into the group commits.",
+			Namespace: ns, Name: "store_commit_requests_total", Help: "Writes (deliveries, status updates) folded into the group commits.",
 		}, func() float64 { return float64(st.WriterStats().Requests) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: ns, Name: "sqlite_writer_busy_seconds_total", Help: "Time the SQLite writer spent in transactions.",
+			Namespace: ns, Name: "store_writer_busy_seconds_total", Help: "Time the store writer spent in transactions.",
 		}, func() float64 { return st.WriterStats().Busy.Seconds() }),
 	)
 }

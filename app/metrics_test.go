@@ -16,6 +16,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // blackholeCRM points cfg's mirror at a proxy that accepts connections and
@@ -66,7 +67,7 @@ func scrape(t testing.TB, ta *testApp) metricSet {
 	if r.code != http.StatusOK {
 		t.Fatalf("GET /metrics: got %d", r.code)
 	}
-	var p expfmt.TextParser
+	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(string(r.body)))
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
@@ -155,10 +156,10 @@ var metricFamilies = []struct {
 	{"igmirror_crm_connected", dto.MetricType_GAUGE, "", nil},
 	{"igmirror_crm_state", dto.MetricType_GAUGE, "state", []string{"connected", "connecting", "disabled", "misconfigured", "unreachable"}},
 	{"igmirror_mirror_last_success_timestamp_seconds", dto.MetricType_GAUGE, "", nil},
-	{"igmirror_sqlite_commits_total", dto.MetricType_COUNTER, "", nil},
-	{"igmirror_sqlite_rollbacks_total", dto.MetricType_COUNTER, "", nil},
-	{"igmirror_sqlite_commit_requests_total", dto.MetricType_COUNTER, "", nil},
-	{"igmirror_sqlite_writer_busy_seconds_total", dto.MetricType_COUNTER, "", nil},
+	{"igmirror_store_commits_total", dto.MetricType_COUNTER, "", nil},
+	{"igmirror_store_rollbacks_total", dto.MetricType_COUNTER, "", nil},
+	{"igmirror_store_commit_requests_total", dto.MetricType_COUNTER, "", nil},
+	{"igmirror_store_writer_busy_seconds_total", dto.MetricType_COUNTER, "", nil},
 }
 
 func TestMetricsNamesAndZeroes(t *testing.T) {
@@ -319,14 +320,14 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	}
 	// Every stored delivery and admin record is one write request; group
 	// commit folds them into at most as many commits.
-	commits, requests := delta("igmirror_sqlite_commits_total"), delta("igmirror_sqlite_commit_requests_total")
+	commits, requests := delta("igmirror_store_commits_total"), delta("igmirror_store_commit_requests_total")
 	if requests < n+2+2 || commits < 1 || commits > requests {
 		t.Errorf("sqlite writer: %v commits of %v requests; want at least %v requests in 1..requests commits", commits, requests, n+4)
 	}
-	if got := delta("igmirror_sqlite_writer_busy_seconds_total"); got <= 0 {
+	if got := delta("igmirror_store_writer_busy_seconds_total"); got <= 0 {
 		t.Errorf("sqlite writer busy seconds moved by %v, want > 0", got)
 	}
-	if got := delta("igmirror_sqlite_rollbacks_total"); got != 0 {
+	if got := delta("igmirror_store_rollbacks_total"); got != 0 {
 		t.Errorf("sqlite rollbacks moved by %v, want 0", got)
 	}
 	hist := "igmirror_http_request_duration_seconds"

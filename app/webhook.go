@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	"igmirror/config"
+	"igmirror/domain"
 	"igmirror/instagram"
 
 	"github.com/labstack/echo/v4"
@@ -68,7 +70,19 @@ func (h *webhookHandler) receive(c echo.Context) error {
 		h.metrics.deliveries.WithLabelValues(deliveryBadRequest).Inc()
 		return err
 	}
-	res, err := h.ingester.ingest(c.Request().Context(), "webhook", d.Messages, d.Unsends)
+	b := domain.Batch{Messages: d.Messages, Unsends: d.Unsends}
+	if h.cfg.DeliveryRetention > 0 {
+		// Journaled in the same transaction as the messages: exactly the
+		// bytes the signature covers, with the header, so the delivery can
+		// be replayed or re-posted verifiably.
+		b.Delivery = &domain.Delivery{
+			ReceivedAt: time.Now().UTC(),
+			Signature:  c.Request().Header.Get("X-Hub-Signature-256"),
+			Body:       body,
+			Items:      itemsByKind(d.Counts),
+		}
+	}
+	res, err := h.ingester.ingest(c.Request().Context(), "webhook", b)
 	if err != nil {
 		h.metrics.deliveries.WithLabelValues(deliveryStoreError).Inc()
 		return err

@@ -18,6 +18,7 @@ import (
 	"igmirror/domain"
 	"igmirror/instagram"
 	"igmirror/mirror"
+	"igmirror/sqlite"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/labstack/echo/v4"
@@ -91,12 +92,12 @@ func runRole(role string) int {
 type naive struct {
 	role   string
 	secret []byte
-	store  *domain.Store
+	store  *sqlite.Store
 	crm    *sql.DB
 }
 
 func newNaive(role string) (*naive, error) {
-	store, err := domain.OpenStore(domain.StoreOptions{Path: os.Getenv("SQLITE_PATH"), Logger: slog.New(slog.DiscardHandler)})
+	store, err := sqlite.Open(sqlite.Options{Path: os.Getenv("SQLITE_PATH"), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +141,7 @@ func (n *naive) receive(c echo.Context) error {
 	for i := range d.Messages {
 		d.Messages[i].MirrorStatus = domain.MirrorPending
 	}
-	res, err := n.store.Save(c.Request().Context(), d.Messages, d.Unsends)
+	res, err := n.store.Save(c.Request().Context(), domain.Batch{Messages: d.Messages, Unsends: d.Unsends})
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"igmirror/domain"
 	"igmirror/instagram"
 	"igmirror/internal/testkit/check"
+	"igmirror/sqlite"
 )
 
 // TestPayloadsAreValidSignedDeliveries: the load generator's deliveries
@@ -109,31 +110,16 @@ func TestParseFlags(t *testing.T) {
 }
 
 // TestPrefillMakesAStoreTheServiceOpens: the growth figure's pre-filled
-// rows carry the service's mid keys, so the service opens the file with
-// nothing to migrate and finds every mid by its key.
+// rows are in the service's own schema, counted by its triggers, so the
+// service opens the file with nothing to migrate and finds every mid
+// through its UNIQUE index.
 func TestPrefillMakesAStoreTheServiceOpens(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "prefill.db")
 	if err := prefill(context.Background(), path, 1500, nil); err != nil {
 		t.Fatalf("prefill: %v", err)
 	}
-	db, err := sql.Open("sqlite3", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mark, indexed, midMarks, midKeys int64
-	err = db.QueryRow(`SELECT (SELECT value FROM store_meta WHERE key = 'user_index_upto'), (SELECT COUNT(*) FROM user_index),
-  (SELECT COUNT(*) FROM store_meta WHERE key LIKE 'mid_keys_upto_%' AND value = 1500), (SELECT COUNT(*) FROM mid_keys)`).Scan(&mark, &indexed, &midMarks, &midKeys)
-	_ = db.Close()
-	if err != nil || mark != 1500 || indexed != 1500 {
-		t.Fatalf("customer index after prefill: mark %d, %d entries, %v; want 1500, 1500", mark, indexed, err)
-	}
-	if midMarks != 32 || midKeys != 1500 {
-		t.Fatalf("mid keys after prefill: %d ranges marked at 1500, %d keys; want 32, 1500", midMarks, midKeys)
-	}
 	logs := &check.LogBuffer{}
-	// A move every key: the saves below move every range, which fails
-	// if a pre-filled key were both in mid_keys and above its range's mark.
-	s, err := domain.OpenStore(domain.StoreOptions{Path: path, Logger: slog.New(slog.NewTextHandler(logs, nil)), MIDMoveEvery: 1})
+	s, err := sqlite.Open(sqlite.Options{Path: path, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +148,7 @@ func TestPrefillMakesAStoreTheServiceOpens(t *testing.T) {
 	if err != nil || len(byUser) == 0 || byUser[0].ID != page[0].ID {
 		t.Fatalf("list by the newest message's customer: %d messages, %v; want it first", len(byUser), err)
 	}
-	res, err := s.Save(context.Background(), []domain.Message{page[0], page[1]}, nil)
+	res, err := s.Save(context.Background(), domain.Batch{Messages: []domain.Message{page[0], page[1]}})
 	if err != nil || res.Duplicates != 2 {
 		t.Fatalf("saving two pre-filled mids again: %v, %d duplicates, want 2", err, res.Duplicates)
 	}
@@ -170,7 +156,7 @@ func TestPrefillMakesAStoreTheServiceOpens(t *testing.T) {
 		m := page[0]
 		mid := fmt.Sprintf("after-prefill-%d", i)
 		m.ID, m.InstagramMessageID = 0, &mid
-		if res, err := s.Save(context.Background(), []domain.Message{m}, nil); err != nil || len(res.New) != 1 {
+		if res, err := s.Save(context.Background(), domain.Batch{Messages: []domain.Message{m}}); err != nil || len(res.New) != 1 {
 			t.Fatalf("save %d after prefill: %v, %d new", i, err, len(res.New))
 		}
 	}

@@ -355,11 +355,11 @@ func (p *proc) writerCounters(ctx context.Context) writerCounters {
 			continue
 		}
 		switch name {
-		case "igmirror_sqlite_commits_total":
+		case "igmirror_store_commits_total":
 			w.commits = v
-		case "igmirror_sqlite_commit_requests_total":
+		case "igmirror_store_commit_requests_total":
 			w.requests = v
-		case "igmirror_sqlite_writer_busy_seconds_total":
+		case "igmirror_store_writer_busy_seconds_total":
 			w.busySecs = v
 		}
 	}

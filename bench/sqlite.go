@@ -8,20 +8,18 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/mattn/go-sqlite3"
-
-	// domain's GORM driver registers "sqlite3" (mattn/go-sqlite3), the
-	// driver the service uses.
 	"igmirror/domain"
+	// The adapter's GORM driver registers "sqlite3" (mattn/go-sqlite3),
+	// the driver the service uses.
+	"igmirror/sqlite"
 )
 
 // createSchema makes an empty store at path with the service's own
 // schema (its migration), then closes it.
 func createSchema(path string) error {
-	s, err := domain.OpenStore(domain.StoreOptions{Path: path, Logger: slog.New(slog.DiscardHandler)})
+	s, err := sqlite.Open(sqlite.Options{Path: path, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err
 	}
@@ -35,10 +33,7 @@ func prefill(ctx context.Context, path string, rows int64, progress func(done in
 	if err := createSchema(path); err != nil {
 		return err
 	}
-	if err := markMIDRanges(ctx, path); err != nil {
-		return err
-	}
-	db, err := sql.Open(benchDriverName(), "file:"+path+"?_journal_mode=WAL&_synchronous=OFF")
+	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_synchronous=OFF")
 	if err != nil {
 		return err
 	}
@@ -61,38 +56,17 @@ func prefill(ctx context.Context, path string, rows int64, progress func(done in
 		n := min(chunk, rows-done)
 		// The random values are drawn in the recursive CTE, whose rows SQLite
 		// materialises: drawn in a flattened subquery instead, each use of a
-		// column would draw again (a mid_key not of its mid, a user_id not
-		// its sender).
+		// column would draw again (a user_id not its sender). The schema's
+		// triggers count the rows by mirror state, as for the service's.
 		q := fmt.Sprintf(`WITH RECURSIVE c(x, m, s, t) AS (SELECT 0, NULL, NULL, NULL UNION ALL
   SELECT x+1, '%s' || lower(hex(randomblob(16))), '55822019374' || (10000 + abs(random()) %% %d),
          strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', '-' || (abs(random()) %% 2592000) || ' seconds') || '+00:00'
   FROM c LIMIT %d)
-INSERT INTO messages (id, instagram_message_id, mid_key, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid)
-SELECT %d + x, m, mid_key(m), s, '%s', 'inbound', 'Hi! Do you ship to Kyiv? #' || x, t, t, 'disabled', s, '', ''
+INSERT INTO messages (id, instagram_message_id, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid)
+SELECT %d + x, m, s, '%s', 'inbound', 'Hi! Do you ship to Kyiv? #' || x, t, t, 'disabled', s, '', ''
 FROM c WHERE x > 0`,
 			midPrefix, customers, n+1, maxID+done, businessID)
-		res, err := db.ExecContext(ctx, q)
-		if err != nil {
-			return fmt.Errorf("prefill: %w", err)
-		}
-		// The mid keys, the counts by mirror state, and the customer index
-		// in bulk, as the service's writer keeps them. (Two random 128-bit
-		// mids sharing a 64-bit key would fail the first statement.)
-		stored, err := res.RowsAffected()
-		if err != nil {
-			return fmt.Errorf("prefill: %w", err)
-		}
-		if _, err := db.ExecContext(ctx, "INSERT INTO mid_keys (mid_key, id) SELECT mid_key, id FROM messages WHERE id > ? ORDER BY mid_key", maxID+done); err != nil {
-			return fmt.Errorf("prefill: %w", err)
-		}
-		if _, err := db.ExecContext(ctx, "UPDATE status_counts SET n = n + ? WHERE status = 'disabled'", stored); err != nil {
-			return fmt.Errorf("prefill: %w", err)
-		}
-		if _, err := db.ExecContext(ctx, "INSERT INTO user_index (user_id, id) SELECT user_id, id FROM messages WHERE id > ? ORDER BY user_id, id", maxID+done); err != nil {
-			return fmt.Errorf("prefill: %w", err)
-		}
-		// Every key range's mark (domain/midtables.go) moves with the keys.
-		if _, err := db.ExecContext(ctx, "UPDATE store_meta SET value = (SELECT MAX(id) FROM messages) WHERE key = 'user_index_upto' OR key LIKE 'mid_keys_upto_%'"); err != nil {
+		if _, err := db.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("prefill: %w", err)
 		}
 		done += n
@@ -112,40 +86,6 @@ FROM c WHERE x > 0`,
 	return syncFile(path)
 }
 
-// markMIDRanges writes every key range's mark, at 0, into the fresh
-// store at path (the service writes a range's mark at its first move),
-// so that prefill can move them all with its rows.
-func markMIDRanges(ctx context.Context, path string) error {
-	db, err := sql.Open("sqlite3", "file:"+path)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	for r := range 32 {
-		if _, err := db.ExecContext(ctx, "INSERT OR IGNORE INTO store_meta (key, value) VALUES (?, 0)", fmt.Sprintf("mid_keys_upto_%02d", r)); err != nil {
-			return fmt.Errorf("prefill: %w", err)
-		}
-	}
-	return db.Close()
-}
-
-// benchDriver is the service's SQLite driver with the service's mid key
-// as an SQL function, so that prefill keys its rows inside SQLite's loop.
-const benchDriver = "sqlite3_igmirror_bench"
-
-var registerBench sync.Once
-
-func benchDriverName() string {
-	registerBench.Do(func() {
-		sql.Register(benchDriver, &sqlite3.SQLiteDriver{
-			ConnectHook: func(c *sqlite3.SQLiteConn) error {
-				return c.RegisterFunc("mid_key", domain.MIDKey, true)
-			},
-		})
-	})
-	return benchDriver
-}
-
 func syncFile(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -161,7 +101,7 @@ func syncFile(path string) error {
 // preloadPending stores n messages as the webhook would, left pending:
 // what a restart finds after the CRM was away.
 func preloadPending(ctx context.Context, path string, n int) error {
-	s, err := domain.OpenStore(domain.StoreOptions{Path: path, Logger: slog.New(slog.DiscardHandler)})
+	s, err := sqlite.Open(sqlite.Options{Path: path, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err
 	}
@@ -186,7 +126,7 @@ func preloadPending(ctx context.Context, path string, n int) error {
 				return err
 			}
 		}
-		if _, err := s.Save(ctx, msgs, nil); err != nil {
+		if _, err := s.Save(ctx, domain.Batch{Messages: msgs}); err != nil {
 			return fmt.Errorf("preload: %w", err)
 		}
 		done += k
@@ -196,9 +136,8 @@ func preloadPending(ctx context.Context, path string, n int) error {
 
 // rawBatchInserts is what SQLite alone does with 100-row INSERTs,
 // perCommit rows (a multiple of 100) per transaction on one connection,
-// into the service's messages table with its indexes, but without the
-// service's mid-key tables (so without any uniqueness check: the issue's
-// "100-row inserts alone"), WAL and synchronous=NORMAL (SQLite's
+// into the service's messages table with its indexes and constraints (its
+// UNIQUE mid included), WAL and synchronous=NORMAL (SQLite's
 // defaults otherwise), no HTTP and no service code in between; building
 // the rows' values is inside the timing. It returns rows per second.
 func rawBatchInserts(ctx context.Context, path string, d time.Duration, perCommit int) (float64, error) {
@@ -213,12 +152,12 @@ func rawBatchInserts(ctx context.Context, path string, d time.Duration, perCommi
 	db.SetMaxOpenConns(1)
 	const perStmt = 100
 	var b strings.Builder
-	b.WriteString("INSERT INTO messages (id, instagram_message_id, mid_key, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid) VALUES ")
+	b.WriteString("INSERT INTO messages (id, instagram_message_id, sender_id, recipient_id, direction, message_text, timestamp, created_at, mirror_status, user_id, attachments, reply_to_mid) VALUES ")
 	for i := range perStmt {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
 	stmt, err := db.PrepareContext(ctx, b.String())
 	if err != nil {
@@ -226,7 +165,7 @@ func rawBatchInserts(ctx context.Context, path string, d time.Duration, perCommi
 	}
 	defer stmt.Close()
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
-	args := make([]any, 0, perStmt*13)
+	args := make([]any, 0, perStmt*12)
 	perCommit = max(perStmt, perCommit/perStmt*perStmt)
 	var id, rows int64
 	var tx *sql.Tx
@@ -238,7 +177,7 @@ func rawBatchInserts(ctx context.Context, path string, d time.Duration, perCommi
 			id++
 			sender := fmt.Sprintf("55822019374%d", 10000+rng.IntN(customers))
 			mid := fmt.Sprintf("%s%016x%016x", midPrefix, rng.Uint64(), rng.Uint64())
-			args = append(args, id, mid, domain.MIDKey(mid), sender, businessID, "inbound",
+			args = append(args, id, mid, sender, businessID, "inbound",
 				fmt.Sprintf("Hi! Do you ship to Kyiv? #%d", id), now, now, "disabled", sender, "", "")
 		}
 		if rows%int64(perCommit) == 0 {

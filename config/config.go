@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"reflect"
 	"regexp"
 	"strings"
@@ -28,6 +29,16 @@ type Config struct {
 
 	SQLitePath        string `env:"SQLITE_PATH" envDefault:"instagram_automation.db"`
 	SQLiteSynchronous string `env:"SQLITE_SYNCHRONOUS" envDefault:"NORMAL"`
+	// DatabaseURL empty means SQLite at SQLitePath; a postgres:// URL means
+	// a PostgreSQL store shared by any number of instances.
+	DatabaseURL string `env:"DATABASE_URL" redact:"url"`
+	// InstanceID names this instance in leases, logs and metrics; empty
+	// means the host name (filled by Load).
+	InstanceID         string        `env:"INSTANCE_ID"`
+	MirrorLeaseTimeout time.Duration `env:"MIRROR_LEASE_TIMEOUT" envDefault:"30s"`
+	// DeliveryRetention is how long the delivery journal keeps each
+	// accepted delivery; 0 turns the journal off.
+	DeliveryRetention time.Duration `env:"DELIVERY_RETENTION" envDefault:"168h"`
 
 	InstagramAppSecret     string        `env:"INSTAGRAM_APP_SECRET" secret:"true"`
 	InstagramVerifyToken   string        `env:"INSTAGRAM_VERIFY_TOKEN" secret:"true"`
@@ -68,11 +79,19 @@ func Load(environ []string) (Config, error) {
 	if err != nil {
 		return Config{}, describe(err)
 	}
+	if cfg.InstanceID == "" {
+		if cfg.InstanceID, err = os.Hostname(); err != nil || cfg.InstanceID == "" {
+			return Config{}, fmt.Errorf("config: INSTANCE_ID: not set and the host name is unknown (%v); set it", err)
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
 }
+
+// UsesPostgres reports whether DATABASE_URL names a PostgreSQL store.
+func (c Config) UsesPostgres() bool { return c.DatabaseURL != "" }
 
 // describe turns env's aggregate error into one line per bad variable,
 // naming the variable rather than the Go field.
@@ -132,6 +151,21 @@ func (c Config) Validate() error {
 	case "NORMAL", "FULL":
 	default:
 		return bad("SQLITE_SYNCHRONOUS", "must be NORMAL or FULL")
+	}
+	if c.DatabaseURL != "" {
+		u, err := url.Parse(c.DatabaseURL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+			return bad("DATABASE_URL", "must be empty (SQLite at SQLITE_PATH) or a postgres://user:password@host:port/database URL")
+		}
+	}
+	if len(c.InstanceID) > 100 || strings.ContainsAny(c.InstanceID, "/ \t\n") {
+		return bad("INSTANCE_ID", "must be at most 100 characters, without '/' or white space")
+	}
+	if c.MirrorLeaseTimeout < 3*time.Second {
+		return bad("MIRROR_LEASE_TIMEOUT", "must be at least 3s")
+	}
+	if c.DeliveryRetention < 0 {
+		return bad("DELIVERY_RETENTION", "must not be negative (0 turns the journal off)")
 	}
 	if !strings.HasPrefix(c.InstagramGraphURL, "http://") && !strings.HasPrefix(c.InstagramGraphURL, "https://") {
 		return bad("INSTAGRAM_GRAPH_URL", "must be an http(s) URL")
@@ -299,6 +333,13 @@ func (c Config) Secrets() []string {
 	for i := range t.NumField() {
 		if t.Field(i).Tag.Get("secret") == "true" && v.Field(i).String() != "" {
 			out = append(out, v.Field(i).String())
+		}
+		if t.Field(i).Tag.Get("redact") == "url" {
+			if u, err := url.Parse(v.Field(i).String()); err == nil && u.User != nil {
+				if pw, ok := u.User.Password(); ok && pw != "" {
+					out = append(out, pw)
+				}
+			}
 		}
 	}
 	return out

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -25,8 +26,11 @@ func TestDefaults(t *testing.T) {
 		AdminAddr:       "127.0.0.1:8081",
 		HTTPMaxBodySize: 8 << 20,
 
-		SQLitePath:        "instagram_automation.db",
-		SQLiteSynchronous: "NORMAL",
+		SQLitePath:         "instagram_automation.db",
+		SQLiteSynchronous:  "NORMAL",
+		InstanceID:         hostname(t),
+		MirrorLeaseTimeout: 30 * time.Second,
+		DeliveryRetention:  168 * time.Hour,
 
 		InstagramGraphURL: "https://graph.instagram.com/v21.0",
 		UsernameCacheTTL:  24 * time.Hour,
@@ -364,5 +368,57 @@ func TestParseLevel(t *testing.T) {
 	}
 	if _, err := config.ParseLevel("trace"); err == nil {
 		t.Error(`ParseLevel("trace"): got nil error`)
+	}
+}
+
+func hostname(t *testing.T) string {
+	t.Helper()
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatalf("os.Hostname: %v", err)
+	}
+	return h
+}
+
+func TestStoreSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name, env, wantErr string
+	}{
+		{"postgres url", "DATABASE_URL=postgres://u:pw@db:5432/igm?sslmode=disable", ""},
+		{"postgresql url", "DATABASE_URL=postgresql://db/igm", ""},
+		{"mysql url refused", "DATABASE_URL=mysql://db/igm", "DATABASE_URL"},
+		{"no host refused", "DATABASE_URL=postgres:///igm", "DATABASE_URL"},
+		{"instance id with slash", "INSTANCE_ID=a/b", "INSTANCE_ID"},
+		{"lease too short", "MIRROR_LEASE_TIMEOUT=1s", "MIRROR_LEASE_TIMEOUT"},
+		{"negative retention", "DELIVERY_RETENTION=-1h", "DELIVERY_RETENTION"},
+		{"journal off", "DELIVERY_RETENTION=0", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Load([]string{tc.env})
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("Load(%s): %v, want no error", tc.env, err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("Load(%s): got %v, want an error naming %s", tc.env, err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestDatabaseURLPasswordNeverShown(t *testing.T) {
+	cfg, err := config.Load([]string{"DATABASE_URL=postgres://igm:s3cr3t-pw@db:5432/igm?password=other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf strings.Builder
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", cfg)
+	if strings.Contains(buf.String(), "s3cr3t-pw") || strings.Contains(buf.String(), "other") {
+		t.Errorf("config dump shows the database password: %s", buf.String())
+	}
+	if !strings.Contains(buf.String(), "postgres://***@db:5432/igm?***") {
+		t.Errorf("config dump: got %s, want DATABASE_URL as postgres://***@db:5432/igm?***", buf.String())
+	}
+	if !slices.Contains(cfg.Secrets(), "s3cr3t-pw") {
+		t.Errorf("Secrets(): got %v, want the database password among them", cfg.Secrets())
 	}
 }

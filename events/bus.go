@@ -18,11 +18,10 @@ import (
 type MessageSaved struct {
 	Message domain.Message
 	// Verify asks the mirror to check whether the CRM already holds the
-	// message before inserting it: an earlier attempt's outcome is unknown.
+	// message before inserting it (an operator's check of a mirrored
+	// message). The mirror also checks by itself whenever its claim shows
+	// an earlier attempt, whose outcome is unknown.
 	Verify bool
-	// Recheck asks the mirror to read the message's state afresh before
-	// writing: the offer was made from a read that may be out of date.
-	Recheck bool
 }
 
 // Outcome is what happened to one published event.

@@ -12,23 +12,74 @@ import (
 	"igmirror/events"
 	"igmirror/internal/testkit/check"
 	"igmirror/internal/testkit/mysqltest"
+	"igmirror/sqlite"
 )
 
 // t0 is the Instagram time of the first test message.
 var t0 = time.Date(2026, 3, 14, 9, 26, 53, 0, time.UTC)
 
 // mustOpenStore opens a real SQLite store in the test's temp dir.
-func mustOpenStore(t testing.TB) *domain.Store {
+func mustOpenStore(t testing.TB) *sqlite.Store {
 	t.Helper()
-	s, err := domain.OpenStore(domain.StoreOptions{
-		Path:   filepath.Join(t.TempDir(), "mirror.db"),
-		Logger: slog.New(slog.DiscardHandler),
-	})
+	return mustOpenStoreAt(t, filepath.Join(t.TempDir(), "mirror.db"))
+}
+
+// mustOpenStoreAt opens a store instance on the file at path (a new
+// instance, with a lease of its own, each call) and closes it when the
+// test ends.
+func mustOpenStoreAt(t testing.TB, path string) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(sqlite.Options{Path: path, InstanceID: "mirror-test", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// previousRun stores msgs through an instance that then stops (as a
+// previous run of the service would), and returns a new instance on the
+// same file with the messages as stored.
+func previousRun(t testing.TB, fill func(s *sqlite.Store)) *sqlite.Store {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "mirror.db")
+	before := mustOpenStoreAt(t, path)
+	fill(before)
+	if err := before.Close(); err != nil {
+		t.Fatalf("close the previous run's store: %v", err)
+	}
+	return mustOpenStoreAt(t, path)
+}
+
+// setState moves a stored pending message to status with attempts
+// recorded, through the port as the mirror would: claims, then the mark.
+func setState(t testing.TB, s *sqlite.Store, id int64, status domain.MirrorStatus, attempts int) {
+	t.Helper()
+	ctx := context.Background()
+	for range attempts {
+		if c, err := s.Claim(ctx, []int64{id}); err != nil || len(c) != 1 {
+			t.Fatalf("claim %d: got %v, %v; want it claimed", id, c, err)
+		}
+	}
+	switch status {
+	case domain.MirrorPending:
+	case domain.MirrorMirrored:
+		if err := s.MarkMirrored(ctx, []int64{id}, nil); err != nil {
+			t.Fatal(err)
+		}
+	case domain.MirrorFailed:
+		if err := s.MarkFailed(ctx, []int64{id}, "refused"); err != nil {
+			t.Fatal(err)
+		}
+	case domain.MirrorDropped:
+		s.MarkDropped(id)
+		eventually(t, 5*time.Second, "the drop mark", func() bool { return mustGet(t, s, id).MirrorStatus == domain.MirrorDropped })
+	default:
+		t.Fatalf("setState: cannot move a pending message to %s", status)
+	}
+	if got := mustGet(t, s, id); got.MirrorStatus != status || got.MirrorAttempts != attempts {
+		t.Fatalf("message %d: got %s with %d attempts, want %s with %d", id, got.MirrorStatus, got.MirrorAttempts, status, attempts)
+	}
 }
 
 // newMessage is an inbound message from customer user with text, sent
@@ -47,14 +98,14 @@ func newMessage(n int, user, text string) domain.Message {
 }
 
 // mustSave stores msgs and returns them with their ids.
-func mustSave(t testing.TB, s *domain.Store, msgs ...domain.Message) []domain.Message {
+func mustSave(t testing.TB, s domain.MessageStore, msgs ...domain.Message) []domain.Message {
 	t.Helper()
 	for i := range msgs {
 		if err := msgs[i].Validate(); err != nil {
 			t.Fatalf("validate: %v", err)
 		}
 	}
-	res, err := s.Save(context.Background(), msgs, nil)
+	res, err := s.Save(context.Background(), domain.Batch{Messages: msgs})
 	if err != nil {
 		t.Fatalf("save: %v", err)
 	}
@@ -65,7 +116,7 @@ func mustSave(t testing.TB, s *domain.Store, msgs ...domain.Message) []domain.Me
 }
 
 // mustGet reads one message.
-func mustGet(t testing.TB, s *domain.Store, id int64) domain.Message {
+func mustGet(t testing.TB, s domain.MessageStore, id int64) domain.Message {
 	t.Helper()
 	m, err := s.Get(context.Background(), id)
 	if err != nil {
@@ -101,7 +152,8 @@ type logBuffer = check.LogBuffer
 
 // rig is a pool with its bus, store and sink, all real.
 type rig struct {
-	store *domain.Store
+	store *sqlite.Store
+	path  string // the store's file
 	bus   *events.Bus
 	sink  Sink
 	pool  *Pool
@@ -112,7 +164,8 @@ type rig struct {
 // the test ends.
 func newRig(t testing.TB, sink Sink, logs *logBuffer, cfg PoolConfig) *rig {
 	t.Helper()
-	store := mustOpenStore(t)
+	path := filepath.Join(t.TempDir(), "mirror.db")
+	store := mustOpenStoreAt(t, path)
 	bus := events.New(64, logs.Logger())
 	cfg.Logger = logs.Logger()
 	if cfg.Workers == 0 {
@@ -133,7 +186,7 @@ func newRig(t testing.TB, sink Sink, logs *logBuffer, cfg PoolConfig) *rig {
 	pool := NewPool(cfg, bus, sink, store, nil)
 	pool.Start()
 	t.Cleanup(func() { pool.Stop(5 * time.Second) })
-	return &rig{store: store, bus: bus, sink: sink, pool: pool, logs: logs}
+	return &rig{store: store, path: path, bus: bus, sink: sink, pool: pool, logs: logs}
 }
 
 // publish saves msgs and offers them to the pool as the webhook does.

@@ -39,16 +39,15 @@ type Sink interface {
 	Ping(ctx context.Context) error
 }
 
-// Store is what the mirror needs of the local store.
+// Store is what the mirror workers need of the local store (a part of
+// domain.MirrorStore).
 type Store interface {
-	MarkAttempting(ctx context.Context, ids []int64) error
+	Claim(ctx context.Context, ids []int64) ([]domain.Claim, error)
 	MarkMirrored(ctx context.Context, ids []int64, degraded map[int64]bool) error
 	MarkFailed(ctx context.Context, ids []int64, reason string) error
-	MirrorCandidates(ctx context.Context, q domain.CandidateQuery) ([]domain.Message, error)
-	MirrorStates(ctx context.Context, ids []int64) (map[int64]domain.MirrorState, error)
 }
 
-var _ Store = (*domain.Store)(nil)
+var _ Store = (domain.Store)(nil)
 
 // Resolver finds a customer's Instagram username; it returns the user id
 // itself when it cannot.

@@ -32,18 +32,24 @@ type ReconcilerConfig struct {
 	Logger    *slog.Logger
 }
 
-// CandidateStore is what the reconciler needs of the local store.
+// CandidateStore is what the reconciler needs of the local store (a part
+// of domain.MirrorStore).
 type CandidateStore interface {
-	MirrorCandidates(ctx context.Context, q domain.CandidateQuery) ([]domain.Message, error)
+	ClaimCandidates(ctx context.Context, q domain.CandidateQuery) ([]domain.Message, error)
 	DeferCandidates(ctx context.Context, q domain.CandidateQuery, fromID int64) (int64, error)
+	MarkDropped(ids ...int64)
 }
 
-var _ CandidateStore = (*domain.Store)(nil)
+var _ CandidateStore = (domain.Store)(nil)
 
 // Reconciler offers the mirror, again, the messages it has not yet
-// mirrored: at start-up every pending one, then periodically the dropped,
-// the failed (up to MaxAttempts) and the stale pending, oldest first. It
-// never pushes into a full queue. When the queue fills, the start-up pass,
+// mirrored: at start-up the pending ones whose owner's lease has lapsed
+// (this host's previous run included), then periodically the dropped, the
+// failed (up to MaxAttempts), this instance's stale pending and every
+// orphan, oldest first. Each message is claimed in the store before it is
+// offered, so reconcilers on several instances never offer the same
+// message twice, and none touches a message under another's live lease.
+// It never pushes into a full queue. When the queue fills, the start-up pass,
 // and a periodic pass while the CRM is connected, wait until half of it
 // is free and go on, so a backlog flows at the pace the CRM takes it; a
 // periodic pass while the CRM is not connected stops there.
@@ -104,6 +110,7 @@ func (r *Reconciler) reconcile(ctx context.Context) {
 		Statuses:           []domain.MirrorStatus{domain.MirrorDropped, domain.MirrorFailed},
 		MaxAttempts:        r.cfg.MaxAttempts,
 		StalePendingBefore: time.Now().Add(-r.cfg.StaleAfter),
+		Orphans:            true,
 	}
 	n, err := r.offerAll(ctx, q, r.cfg.Connected)
 	if err != nil && ctx.Err() == nil {
@@ -113,10 +120,11 @@ func (r *Reconciler) reconcile(ctx context.Context) {
 	}
 }
 
-// startupPass offers every message left pending by the previous run (the
-// drain timeout, a crash), waiting for room as long as it takes.
+// startupPass offers every pending message whose owner's lease has lapsed
+// (the previous run's, after the drain timeout or a crash; another
+// instance's that died), waiting for room as long as it takes.
 func (r *Reconciler) startupPass(ctx context.Context) {
-	total, err := r.offerAll(ctx, domain.CandidateQuery{StalePendingBefore: r.started}, nil)
+	total, err := r.offerAll(ctx, domain.CandidateQuery{Orphans: true}, nil)
 	if err != nil && ctx.Err() == nil {
 		r.log.Warn("offer pending messages at start-up", "err", err)
 	}
@@ -166,35 +174,48 @@ type OfferResult struct {
 	Offered   int   // queued
 	Full      bool  // the queue filled before every candidate was offered
 	StoppedAt int64 // when Full: the id of the first message not offered
+	// TurnedAway counts claimed messages the full queue turned away (now
+	// marked dropped).
+	TurnedAway int
 }
 
-// Offer pages through the candidates oldest first and queues them while
-// the queue has room. It never waits for room. It offers through
-// Bus.Offer, so a full queue turning it away is not counted as an event
-// the webhook's messages lost.
+// Offer pages through the candidates oldest first, claiming each page in
+// the store (at most as many as the queue has room for), and queues them.
+// It never waits for room. It offers through Bus.Offer, so a full queue
+// turning it away is not counted as an event the webhook's messages lost;
+// a claimed message the queue still turns away is marked dropped, for a
+// later pass.
 func (r *Reconciler) Offer(ctx context.Context, q domain.CandidateQuery) (OfferResult, error) {
 	var res OfferResult
 	for ctx.Err() == nil {
 		room := r.bus.Room()
-		q.Limit = min(max(room, 1), 500)
-		cands, err := r.store.MirrorCandidates(ctx, q)
+		if room == 0 {
+			res.Full, res.StoppedAt = true, q.AfterID+1
+			return res, nil
+		}
+		q.Limit = min(room, 500)
+		cands, err := r.store.ClaimCandidates(ctx, q)
 		if err != nil || len(cands) == 0 {
 			return res, err
 		}
 		for i := range cands {
 			m := &cands[i]
-			// Verify: an earlier attempt may have reached the CRM; a
-			// mirrored one is offered only by an operator who wants the CRM
-			// checked. Recheck: this read may be out of date by the time a
-			// worker takes the event.
-			ev := events.MessageSaved{Message: *m, Verify: m.MirrorAttempts > 0 || m.MirrorStatus == domain.MirrorMirrored, Recheck: true}
+			// Verify: an earlier attempt may have reached the CRM (the
+			// worker also sees that in its claim); a mirrored message is
+			// offered only by an operator who wants the CRM checked.
+			ev := events.MessageSaved{Message: *m, Verify: m.MirrorAttempts > 0}
 			switch r.bus.Offer(ev) {
 			case events.Queued:
 				res.Offered++
 				r.offered.Add(1)
 			case events.AlreadyQueued:
 			default:
-				res.Full, res.StoppedAt = true, m.ID
+				rest := make([]int64, 0, len(cands)-i)
+				for j := i; j < len(cands); j++ {
+					rest = append(rest, cands[j].ID)
+				}
+				r.store.MarkDropped(rest...)
+				res.Full, res.StoppedAt, res.TurnedAway = true, m.ID, len(rest)
 				return res, nil
 			}
 			q.AfterID = m.ID
@@ -212,5 +233,5 @@ func (r *Reconciler) Resync(ctx context.Context, q domain.CandidateQuery) (offer
 		return res.Offered, 0, err
 	}
 	n, err := r.store.DeferCandidates(ctx, q, res.StoppedAt)
-	return res.Offered, int(n), err
+	return res.Offered, res.TurnedAway + int(n), err
 }

@@ -11,6 +11,7 @@ import (
 	"igmirror/domain"
 	"igmirror/events"
 	"igmirror/internal/testkit/mysqltest"
+	"igmirror/sqlite"
 )
 
 // quiet discards the logs of tests that do not look at them.
@@ -41,9 +42,8 @@ func eventIDs(evs []events.MessageSaved) []int64 {
 
 // fixture stores one message in each mirror state the reconciler must
 // tell apart, in id order, and returns their ids by name.
-func fixture(t *testing.T, s *domain.Store, maxAttempts int) map[string]int64 {
+func fixture(t *testing.T, s *sqlite.Store, maxAttempts int) map[string]int64 {
 	t.Helper()
-	ctx := context.Background()
 	ids := map[string]int64{}
 	for i, c := range []struct {
 		name     string
@@ -61,13 +61,13 @@ func fixture(t *testing.T, s *domain.Store, maxAttempts int) map[string]int64 {
 		{"droppedTried", domain.MirrorDropped, maxAttempts + 2},
 	} {
 		m := newMessage(i, "u1", c.name)
-		m.MirrorStatus = c.status
+		if c.status == domain.MirrorDisabled {
+			m.MirrorStatus = c.status
+		}
 		saved := mustSave(t, s, m)
 		ids[c.name] = saved[0].ID
-		for range c.attempts {
-			if err := s.MarkAttempting(ctx, []int64{saved[0].ID}); err != nil {
-				t.Fatal(err)
-			}
+		if c.status != domain.MirrorDisabled {
+			setState(t, s, saved[0].ID, c.status, c.attempts)
 		}
 	}
 	return ids
@@ -75,8 +75,8 @@ func fixture(t *testing.T, s *domain.Store, maxAttempts int) map[string]int64 {
 
 // TestReconcilerPeriodicPass runs the reconciler and takes what its
 // periodic pass offers: dropped and failed messages under the attempt
-// limit, oldest first, each marked for a fresh read and, where an attempt
-// was made, for a CRM check first.
+// limit, oldest first, claimed (pending, this instance's) and, where an
+// attempt was made, marked for a CRM check first.
 func TestReconcilerPeriodicPass(t *testing.T) {
 	s := mustOpenStore(t)
 	bus := events.New(16, quiet)
@@ -98,8 +98,11 @@ func TestReconcilerPeriodicPass(t *testing.T) {
 		t.Fatalf("offered: got %v, want %v (ids %v)", got, want, ids)
 	}
 	for i, wantVerify := range []bool{false, true, true} {
-		if !evs[i].Recheck || evs[i].Verify != wantVerify {
-			t.Errorf("event %d: got recheck %v verify %v, want recheck true verify %v", evs[i].Message.ID, evs[i].Recheck, evs[i].Verify, wantVerify)
+		if evs[i].Verify != wantVerify {
+			t.Errorf("event %d: got verify %v, want %v", evs[i].Message.ID, evs[i].Verify, wantVerify)
+		}
+		if got := mustGet(t, s, evs[i].Message.ID); got.MirrorStatus != domain.MirrorPending || got.MirrorOwner != s.Lease().Owner {
+			t.Errorf("event %d: stored as %s owned by %q, want pending and claimed by %q", evs[i].Message.ID, got.MirrorStatus, got.MirrorOwner, s.Lease().Owner)
 		}
 	}
 	if got := rec.Offered(); got != 3 {
@@ -110,8 +113,8 @@ func TestReconcilerPeriodicPass(t *testing.T) {
 // TestReconcilerStartupPass offers the messages a previous run left
 // pending, and nothing else, then stops when the interval is 0.
 func TestReconcilerStartupPass(t *testing.T) {
-	s := mustOpenStore(t)
-	ids := fixture(t, s, 3)
+	var ids map[string]int64
+	s := previousRun(t, func(s *sqlite.Store) { ids = fixture(t, s, 3) })
 	bus := events.New(16, quiet)
 	rec := NewReconciler(ReconcilerConfig{Interval: 0, MaxAttempts: 3, Logger: quiet}, s, bus)
 	done := make(chan struct{})
@@ -183,6 +186,12 @@ func TestReconcilerOffersOnlyWhileTheQueueHasRoom(t *testing.T) {
 	if res != (OfferResult{Offered: 3, Full: true, StoppedAt: ids[3]}) {
 		t.Errorf("first offer: got %+v, want 3 offered, full at %d", res, ids[3])
 	}
+	// Only what was offered was claimed: the rest are still dropped.
+	for i, want := range []domain.MirrorStatus{domain.MirrorPending, domain.MirrorPending, domain.MirrorPending, domain.MirrorDropped, domain.MirrorDropped} {
+		if got := mustGet(t, s, ids[i]).MirrorStatus; got != want {
+			t.Errorf("message %d after the offer: got %s, want %s", i, got, want)
+		}
+	}
 	if got := bus.Dropped(events.ReasonQueueFull); got != 0 {
 		t.Errorf("bus drops: got %d, want 0", got)
 	}
@@ -193,14 +202,14 @@ func TestReconcilerOffersOnlyWhileTheQueueHasRoom(t *testing.T) {
 	if got := eventIDs(drain(bus)); !slices.Equal(got, ids[:3]) {
 		t.Errorf("queued: got %v, want %v", got, ids[:3])
 	}
-	// The first three are still "dropped" (no worker ran), so they come
-	// again, oldest first, before the last two.
+	// The first three are claimed (pending, in this instance's mirror):
+	// the next offer takes the last two.
 	res, err = rec.Offer(ctx, q)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Offered != 3 || !res.Full {
-		t.Errorf("second offer: got %+v, want 3 offered and full", res)
+	if got := eventIDs(drain(bus)); res.Offered != 2 || res.Full || !slices.Equal(got, ids[3:]) {
+		t.Errorf("second offer: got %v (%+v), want %v offered and room left", got, res, ids[3:])
 	}
 	if got := bus.Dropped(events.ReasonQueueFull); got != 0 {
 		t.Errorf("bus drops: got %d, want 0", got)
@@ -215,14 +224,8 @@ func TestResyncDefersOverTriedFailures(t *testing.T) {
 	ctx := context.Background()
 	var ids []int64
 	for i := range 4 {
-		m := newMessage(i, "u1", fmt.Sprint("failed ", i))
-		m.MirrorStatus = domain.MirrorFailed
-		id := mustSave(t, s, m)[0].ID
-		for range 3 {
-			if err := s.MarkAttempting(ctx, []int64{id}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		id := mustSave(t, s, newMessage(i, "u1", fmt.Sprint("failed ", i)))[0].ID
+		setState(t, s, id, domain.MirrorFailed, 3)
 		ids = append(ids, id)
 	}
 	bus := events.New(2, quiet)
@@ -239,7 +242,7 @@ func TestResyncDefersOverTriedFailures(t *testing.T) {
 	if offered != 2 || turnedAway != 2 {
 		t.Errorf("resync: got offered %d, turned away %d; want 2, 2", offered, turnedAway)
 	}
-	for i, want := range []domain.MirrorStatus{domain.MirrorFailed, domain.MirrorFailed, domain.MirrorDropped, domain.MirrorDropped} {
+	for i, want := range []domain.MirrorStatus{domain.MirrorPending, domain.MirrorPending, domain.MirrorDropped, domain.MirrorDropped} {
 		if got := mustGet(t, s, ids[i]).MirrorStatus; got != want {
 			t.Errorf("message %d after resync: got %s, want %s", i, got, want)
 		}
@@ -283,7 +286,7 @@ func TestMaxAttempts(t *testing.T) {
 		return got.MirrorAttempts == 3 && got.MirrorStatus == domain.MirrorFailed
 	})
 	periodic := domain.CandidateQuery{Statuses: []domain.MirrorStatus{domain.MirrorDropped, domain.MirrorFailed}, MaxAttempts: 3}
-	if cands, err := r.store.MirrorCandidates(ctx, periodic); err != nil || len(cands) != 0 {
+	if cands, err := r.store.ClaimCandidates(ctx, periodic); err != nil || len(cands) != 0 {
 		t.Errorf("candidates after the last attempt: got %d, %v; want none", len(cands), err)
 	}
 	cancel()
@@ -360,14 +363,13 @@ func TestDroppedMessagesReachTheCRM(t *testing.T) {
 // messages several times the queue's size is offered whole, in id order,
 // each once, as a consumer frees room.
 func TestReconcilerStartupBacklogLargerThanQueue(t *testing.T) {
-	s := mustOpenStore(t)
 	const n = 25
 	var want []int64
-	for i := range n {
-		m := newMessage(i, "u1", fmt.Sprintf("backlog %d", i))
-		m.MirrorStatus = domain.MirrorPending
-		want = append(want, mustSave(t, s, m)[0].ID)
-	}
+	s := previousRun(t, func(s *sqlite.Store) {
+		for i := range n {
+			want = append(want, mustSave(t, s, newMessage(i, "u1", fmt.Sprintf("backlog %d", i)))[0].ID)
+		}
+	})
 	bus := events.New(4, quiet)
 	rec := NewReconciler(ReconcilerConfig{Interval: 0, MaxAttempts: 3, Logger: quiet}, s, bus)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -452,19 +454,19 @@ func TestReconcilerPassWaitingForRoomEndsWithContext(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); rec.reconcile(ctx) }()
 	eventually(t, 5*time.Second, "the queue filled", func() bool { return bus.Len() == 4 })
-	select {
-	case <-done:
-		t.Fatal("the pass ended with six candidates left and a full queue")
-	case <-time.After(100 * time.Millisecond):
+	// Still waiting for room: freeing half the queue brings two more.
+	if got := len(drain(bus)); got != 4 {
+		t.Fatalf("drained %d, want 4", got)
 	}
+	eventually(t, 5*time.Second, "the pass to go on once there is room", func() bool { return bus.Len() == 4 })
 	cancel()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the pass did not end with its context")
 	}
-	if got := rec.Offered(); got != 4 {
-		t.Errorf("offered: got %d, want the queue's 4", got)
+	if got := rec.Offered(); got != 8 {
+		t.Errorf("offered: got %d, want two queuefuls (8)", got)
 	}
 }
 
@@ -496,13 +498,12 @@ func TestReconcilerPassStopsAtFullQueueWhileCRMNotConnected(t *testing.T) {
 
 // mustSaveIn stores n messages in the given mirror state, one at a time,
 // and returns their ids in order.
-func mustSaveIn(t *testing.T, s *domain.Store, status domain.MirrorStatus, n int) []int64 {
+func mustSaveIn(t *testing.T, s *sqlite.Store, status domain.MirrorStatus, n int) []int64 {
 	t.Helper()
 	ids := make([]int64, n)
 	for i := range n {
-		m := newMessage(i, "u1", fmt.Sprintf("%s message %d", status, i))
-		m.MirrorStatus = status
-		ids[i] = mustSave(t, s, m)[0].ID
+		ids[i] = mustSave(t, s, newMessage(i, "u1", fmt.Sprintf("%s message %d", status, i)))[0].ID
+		setState(t, s, ids[i], status, 0)
 	}
 	return ids
 }

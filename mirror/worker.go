@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"igmirror/domain"
 	"igmirror/events"
 )
 
@@ -53,10 +52,11 @@ type Pool struct {
 	wg     sync.WaitGroup
 	mon    sync.WaitGroup
 
-	outcomes    map[string]*atomic.Uint64
-	retried     atomic.Uint64
-	lastSuccess atomic.Int64 // unix nanoseconds
-	lastError   atomic.Int64
+	outcomes     map[string]*atomic.Uint64
+	retried      atomic.Uint64
+	claimSkipped atomic.Uint64 // events whose message the store did not let this instance claim
+	lastSuccess  atomic.Int64  // unix nanoseconds
+	lastError    atomic.Int64
 }
 
 // NewPool wires a pool; Start starts it.
@@ -141,6 +141,11 @@ func (p *Pool) Count(outcome string) uint64 {
 	}
 	return 0
 }
+
+// ClaimSkipped counts events whose message the store did not let this
+// instance claim (mirrored or failed meanwhile, or owned by another
+// instance).
+func (p *Pool) ClaimSkipped() uint64 { return p.claimSkipped.Load() }
 
 // Retried counts statements retried after a transient error.
 func (p *Pool) Retried() uint64 { return p.retried.Load() }
@@ -235,24 +240,9 @@ func (p *Pool) handle(batch []events.MessageSaved) {
 		// the next start.
 		return
 	}
-	batch = p.recheck(batch)
-	if len(batch) == 0 {
+	rows, verify := p.claim(batch)
+	if len(rows) == 0 {
 		return
-	}
-	ids := make([]int64, len(batch))
-	rows := make([]Row, len(batch))
-	verify := make([]bool, len(batch))
-	for i := range batch {
-		ids[i] = batch[i].Message.ID
-		rows[i] = MapRow(&batch[i].Message)
-		verify[i] = batch[i].Verify
-	}
-	if err := p.store.MarkAttempting(p.ctx, ids); err != nil && p.ctx.Err() == nil {
-		// Without the mark a crash could mirror these twice; check first then.
-		p.log.Warn("record mirror attempt", "err", err, "count", len(ids))
-		for i := range verify {
-			verify[i] = true
-		}
 	}
 	p.resolveUsernames(rows)
 
@@ -301,41 +291,45 @@ func (p *Pool) handle(batch []events.MessageSaved) {
 	}
 }
 
-// recheck reads afresh the state of messages offered from a possibly
-// stale read, leaving out those mirrored since that read (a message that
-// was already mirrored when offered is an operator's request to check the
-// CRM) and asking for a check wherever an attempt was made.
-func (p *Pool) recheck(batch []events.MessageSaved) []events.MessageSaved {
-	var ids []int64
+// claim records the attempt in the store, under this instance's lease,
+// before anything is sent, and returns the rows of the claimed messages
+// with whether each must first be looked for in the CRM. A message not
+// claimed is left alone: it was mirrored or failed meanwhile, or another
+// instance owns it now. When the claim itself fails the batch is not
+// sent: without a recorded claim the instance cannot prove its lease, and
+// the messages stay pending for the reconciler.
+func (p *Pool) claim(batch []events.MessageSaved) ([]Row, []bool) {
+	ids := make([]int64, len(batch))
 	for i := range batch {
-		if batch[i].Recheck {
-			ids = append(ids, batch[i].Message.ID)
-		}
+		ids[i] = batch[i].Message.ID
 	}
-	if len(ids) == 0 {
-		return batch
-	}
-	states, err := p.store.MirrorStates(p.ctx, ids)
+	claims, err := p.store.Claim(p.ctx, ids)
 	if err != nil {
-		// Unknown state: check the CRM rather than risk a second copy.
-		for i := range batch {
-			batch[i].Verify = batch[i].Verify || batch[i].Recheck
+		if p.ctx.Err() == nil {
+			p.log.Warn("claim messages for the CRM; they stay pending and are offered again", "err", err, "count", len(ids))
 		}
-		return batch
+		return nil, nil
 	}
-	// A new slice: the caller still needs the whole batch to release it.
-	out := make([]events.MessageSaved, 0, len(batch))
-	for _, ev := range batch {
-		if ev.Recheck {
-			st, ok := states[ev.Message.ID]
-			if !ok || (st.Status == domain.MirrorMirrored && ev.Message.MirrorStatus != domain.MirrorMirrored) {
-				continue
-			}
-			ev.Verify = ev.Verify || st.Attempts > 0
+	attempts := make(map[int64]int, len(claims))
+	for _, c := range claims {
+		attempts[c.ID] = c.Attempts
+	}
+	rows := make([]Row, 0, len(claims))
+	verify := make([]bool, 0, len(claims))
+	for i := range batch {
+		n, ok := attempts[batch[i].Message.ID]
+		if !ok {
+			continue
 		}
-		out = append(out, ev)
+		rows = append(rows, MapRow(&batch[i].Message))
+		// An earlier attempt (this instance's or a previous owner's) may
+		// have reached the CRM: look before inserting.
+		verify = append(verify, batch[i].Verify || n > 1)
 	}
-	return out
+	if skipped := len(batch) - len(rows); skipped > 0 {
+		p.claimSkipped.Add(uint64(skipped))
+	}
+	return rows, verify
 }
 
 // attempt writes the pending rows once. It returns the rows still to

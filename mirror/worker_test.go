@@ -431,38 +431,45 @@ func TestBackoffAndJitter(t *testing.T) {
 	}
 }
 
-// TestPoolRecheck sends the pool offers made from reads that are out of
-// date. A message mirrored since the read is left alone (no CRM check, no
-// write); a message that was already mirrored when offered is an
-// operator's resync, so the CRM is checked and the missing row written.
-func TestPoolRecheck(t *testing.T) {
+// TestPoolSendsOnlyWhatItClaims sends the pool events whose messages it
+// may no longer mirror, and one it may. A message mirrored since its
+// event was made, and one another instance owns, are not claimed, so
+// nothing is sent for them (not even a CRM check); a mirrored message an
+// operator asked to have checked was claimed by the resync, so the CRM is
+// checked and the missing row written.
+func TestPoolSendsOnlyWhatItClaims(t *testing.T) {
 	crm := mysqltest.New(t)
 	r := newRig(t, sinkTo(t, crm, crm.Host, crm.Port, 5*time.Second, nil), &logBuffer{}, PoolConfig{Workers: 1})
 	ctx := t.Context()
 	saved := mustSave(t, r.store, newMessage(0, "u1", "mirrored meanwhile"), newMessage(1, "u1", "resync of a mirrored one"))
-	if err := r.store.MarkAttempting(ctx, []int64{saved[0].ID, saved[1].ID}); err != nil {
-		t.Fatal(err)
+	for _, m := range saved {
+		setState(t, r.store, m.ID, domain.MirrorMirrored, 1)
 	}
-	if err := r.store.MarkMirrored(ctx, []int64{saved[0].ID, saved[1].ID}, nil); err != nil {
-		t.Fatal(err)
+	other := mustOpenStoreAt(t, r.path) // another instance on the same store
+	theirs := mustSave(t, other, newMessage(2, "u2", "another instance's"))[0]
+	claimed, err := r.store.ClaimCandidates(ctx, domain.CandidateQuery{Statuses: []domain.MirrorStatus{domain.MirrorMirrored}, AfterID: saved[0].ID})
+	if err != nil || len(claimed) != 1 || claimed[0].ID != saved[1].ID {
+		t.Fatalf("operator's claim: got %+v, %v; want message %d", claimed, err, saved[1].ID)
 	}
-	stale := saved[0]
-	stale.MirrorStatus, stale.MirrorAttempts = domain.MirrorFailed, 1 // as the reconciler read it
-	operator := mustGet(t, r.store, saved[1].ID)                      // read as mirrored
 	for _, ev := range []events.MessageSaved{
-		{Message: stale, Verify: true, Recheck: true},
-		{Message: operator, Verify: true, Recheck: true},
+		{Message: saved[0]},
+		{Message: theirs},
+		{Message: claimed[0], Verify: true},
 	} {
 		if got := r.bus.Publish(ev); got != events.Queued {
 			t.Fatalf("publish: got %d, want queued", got)
 		}
 	}
 	eventually(t, 10*time.Second, "the resync's row", func() bool { return r.pool.Count(OutcomeOK) == 1 })
+	eventually(t, 10*time.Second, "both unclaimable events skipped", func() bool { return r.pool.ClaimSkipped() == 2 })
 	rows := crm.Rows(t)
 	if len(rows) != 1 || rows[0].Message != "resync of a mirrored one" {
 		t.Fatalf("crm rows: got %+v, want only the resynced one", rows)
 	}
 	if got := r.pool.Count(OutcomePresent); got != 0 {
-		t.Errorf("already-present count: got %d, want 0 (the stale offer was not even checked)", got)
+		t.Errorf("already-present count: got %d, want 0 (the unclaimed were not even checked)", got)
+	}
+	if got := mustGet(t, r.store, theirs.ID); got.MirrorStatus != domain.MirrorPending || got.MirrorAttempts != 0 || got.MirrorOwner != other.Lease().Owner {
+		t.Errorf("the other instance's message: got %s, %d attempts, owner %q; want it untouched", got.MirrorStatus, got.MirrorAttempts, got.MirrorOwner)
 	}
 }

@@ -52,8 +52,8 @@ func (g gormLogger) ParamsFilter(_ context.Context, sql string, _ ...any) (strin
 }
 
 func truncateSQL(s string) string {
-	if len(s) > 300 {
-		return s[:300] + "…"
+	if len(s) > 1000 {
+		return s[:1000] + "…"
 	}
 	return s
 }

@@ -50,11 +50,10 @@ func scanMessage(sc scanner) (domain.Message, error) {
 }
 
 // queryMessages runs a SELECT of messageCols (rest follows "FROM
-// messages ") on q and scans every row.
-func queryMessages(ctx context.Context, q interface {
-	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-}, rest string, args ...any) ([]domain.Message, error) {
-	rows, err := q.QueryContext(ctx, "SELECT "+messageCols+" FROM messages "+rest, args...)
+// messages ") through GORM on the read pool, which logs a failed or slow
+// statement with its placeholders, and scans every row.
+func (s *Store) queryMessages(ctx context.Context, rest string, args ...any) ([]domain.Message, error) {
+	rows, err := s.rdb.WithContext(ctx).Raw("SELECT "+messageCols+" FROM messages "+rest, args...).Rows()
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +166,7 @@ func (s *Store) List(ctx context.Context, f domain.ListFilter) ([]domain.Message
 	if len(where) > 0 {
 		q = "WHERE " + strings.Join(where, " AND ") + " "
 	}
-	out, err := queryMessages(ctx, s.rsql, q+"ORDER BY id DESC LIMIT ?", append(args, limit+1)...)
+	out, err := s.queryMessages(ctx, q+"ORDER BY id DESC LIMIT ?", append(args, limit+1)...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list messages: %w", err)
 	}
@@ -191,14 +190,14 @@ func (s *Store) GetByMID(ctx context.Context, mid string) (domain.Message, error
 }
 
 func (s *Store) getOne(ctx context.Context, where string, arg any) (domain.Message, error) {
-	m, err := scanMessage(s.rsql.QueryRowContext(ctx, "SELECT "+messageCols+" FROM messages "+where, arg))
-	if errors.Is(err, sql.ErrNoRows) {
-		return domain.Message{}, domain.ErrNotFound
-	}
+	out, err := s.queryMessages(ctx, where+" LIMIT 1", arg)
 	if err != nil {
 		return domain.Message{}, fmt.Errorf("get message: %w", err)
 	}
-	return m, nil
+	if len(out) == 0 {
+		return domain.Message{}, domain.ErrNotFound
+	}
+	return out[0], nil
 }
 
 // CountByStatus returns how many messages are in each mirror state, from
