@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -41,17 +43,32 @@ type MySQLSink struct {
 	cols map[string]column
 	read bool // cols came from the server
 
-	// threads maps a pooled connection (the driver's, as database/sql
-	// hands it out) to its server thread id, so that the id costs one
-	// query per connection, not per INSERT.
-	threadMu sync.Mutex
-	threads  map[any]uint64
+	// conns describes each pooled connection, keyed by the driver's
+	// connection as database/sql hands it out: its opening serial, and
+	// its server thread id once asked for, so that the id costs one query
+	// per connection, not per INSERT.
+	connMu   sync.Mutex
+	conns    map[any]connInfo
+	maxConns int // bound of conns; past it the map starts again
 	// suspects are the server threads of INSERTs whose outcome is
 	// unknown: the server may still be running them (a lock wait) or
 	// their bytes may still be on the way. They are killed, and waited
 	// for, before the next check of what the table holds.
 	suspects map[uint64]bool
 	killWarn sync.Once
+
+	// What lets a statement see privileges granted after a refusal; see
+	// withConn.
+	maxOpen   int
+	opened    atomic.Uint64 // serial of the last connection opened
+	refused   atomic.Bool   // the server refused a statement for good, and no INSERT has passed since
+	minSerial atomic.Uint64 // connections opened before this serial may predate a grant
+}
+
+// connInfo is what the sink knows of one pooled connection.
+type connInfo struct {
+	serial uint64 // from stampConnector; 0 once forgotten
+	thread uint64 // server thread id; 0 until asked for
 }
 
 var _ Sink = (*MySQLSink)(nil)
@@ -97,8 +114,30 @@ func OpenMySQL(c MySQLConfig) (*MySQLSink, error) {
 		c.Timeout = 5 * time.Second
 	}
 	_ = mysql.SetLogger(driverLogger{c.Logger})
-	db, err := gorm.Open(gormmysql.New(gormmysql.Config{
-		DSN:                       c.DSN(),
+	// Parsed back, so that the driver reads "charset" as its own option
+	// rather than as a session variable.
+	mc, err := mysql.ParseDSN(c.DSN())
+	if err != nil {
+		return nil, fmt.Errorf("open crm %s: %w", c.Redacted(), err)
+	}
+	connector, err := mysql.NewConnector(mc)
+	if err != nil {
+		return nil, fmt.Errorf("open crm %s: %w", c.Redacted(), err)
+	}
+	workers := max(c.Workers, 1)
+	s := &MySQLSink{
+		table:    "`" + c.Table + "`",
+		log:      c.Logger,
+		cols:     defaultColumns,
+		conns:    map[any]connInfo{},
+		maxConns: max(64, 4*(workers+2)),
+		suspects: map[uint64]bool{},
+		maxOpen:  workers + 2,
+	}
+	s.sqlDB = sql.OpenDB(stampConnector{Connector: connector, sink: s})
+	s.db, err = gorm.Open(gormmysql.New(gormmysql.Config{
+		Conn:                      s.sqlDB,
+		DSNConfig:                 mc,
 		SkipInitializeWithVersion: true,
 	}), &gorm.Config{
 		DisableAutomaticPing:   true,
@@ -106,29 +145,17 @@ func OpenMySQL(c MySQLConfig) (*MySQLSink, error) {
 		Logger:                 logger.Discard,
 	})
 	if err != nil {
+		_ = s.sqlDB.Close()
 		return nil, fmt.Errorf("open crm %s: %w", c.Redacted(), err)
 	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return nil, fmt.Errorf("open crm %s: %w", c.Redacted(), err)
-	}
-	workers := max(c.Workers, 1)
-	sqlDB.SetMaxOpenConns(workers + 2)
-	sqlDB.SetMaxIdleConns(workers + 2)
+	s.sqlDB.SetMaxOpenConns(s.maxOpen)
+	s.sqlDB.SetMaxIdleConns(s.maxOpen)
 	// Well below MySQL's wait_timeout (8 h by default, often 60-600 s on
 	// shared hosting), so the pool never hands out a connection the server
 	// has already closed.
-	sqlDB.SetConnMaxLifetime(3 * time.Minute)
-	sqlDB.SetConnMaxIdleTime(time.Minute)
-	return &MySQLSink{
-		db:       db,
-		sqlDB:    sqlDB,
-		table:    "`" + c.Table + "`",
-		log:      c.Logger,
-		cols:     defaultColumns,
-		threads:  map[any]uint64{},
-		suspects: map[uint64]bool{},
-	}, nil
+	s.sqlDB.SetConnMaxLifetime(3 * time.Minute)
+	s.sqlDB.SetConnMaxIdleTime(time.Minute)
+	return s, nil
 }
 
 // Close closes the pool.
@@ -137,15 +164,20 @@ func (s *MySQLSink) Close() error { return s.sqlDB.Close() }
 // Ping checks the connection, reads the table's columns once, and proves
 // the table is there.
 func (s *MySQLSink) Ping(ctx context.Context) error {
-	err := s.db.WithContext(ctx).Connection(func(tx *gorm.DB) error {
+	err := s.withConn(ctx, s.refused.Load(), func(c pooled) error {
 		// Learning the connection's thread id here saves the first INSERT
 		// on it a round trip.
-		if _, err := s.threadID(tx); err != nil {
+		if _, err := s.threadID(c); err != nil {
 			return err
 		}
-		return tx.Exec("SELECT 1 FROM " + s.table + " LIMIT 0").Error
+		return c.tx.Exec("SELECT 1 FROM " + s.table + " LIMIT 0").Error
 	})
 	if err != nil {
+		// A SELECT that passes proves nothing of INSERT, so only an
+		// INSERT ends the refusal (see withConn); a refused one starts it.
+		if c, _ := Classify(err); c == Permanent {
+			s.refused.Store(true)
+		}
 		return err
 	}
 	s.mu.RLock()
@@ -249,56 +281,170 @@ func (s *MySQLSink) insert(ctx context.Context, rows []Row) error {
 		r := &rows[i]
 		args = append(args, r.UserID, r.Username, r.Direction, r.Message, r.CreatedAt)
 	}
-	return s.db.WithContext(ctx).Connection(func(tx *gorm.DB) error {
-		id, err := s.threadID(tx)
+	refused := s.refused.Load()
+	var serial uint64
+	err := s.withConn(ctx, refused, func(c pooled) error {
+		serial = c.serial
+		id, err := s.threadID(c)
 		if err != nil {
 			return err
 		}
-		if conn, ok := tx.Statement.ConnPool.(*sql.Conn); ok {
-			// Straight to the connection: GORM would rebuild the statement
-			// around every placeholder (thousands of allocations a batch)
-			// to hand the driver the same SQL and arguments.
-			_, err = conn.ExecContext(ctx, b.String(), args...)
-		} else {
-			err = tx.Exec(b.String(), args...).Error
-		}
+		// Straight to the connection: GORM would rebuild the statement
+		// around every placeholder (thousands of allocations a batch) to
+		// hand the driver the same SQL and arguments.
+		_, err = c.conn.ExecContext(ctx, b.String(), args...)
 		if _, unknown := Classify(err); err != nil && unknown && id != 0 {
-			s.threadMu.Lock()
+			s.connMu.Lock()
 			s.suspects[id] = true
-			s.threadMu.Unlock()
+			s.connMu.Unlock()
 		}
 		return err
 	})
+	switch class, _ := Classify(err); {
+	case err == nil && refused:
+		// The grant has come, and before this connection opened (it
+		// opened after this INSERT began): any older one may predate it.
+		s.refused.Store(false)
+		raise(&s.minSerial, serial)
+	case class == Permanent:
+		s.refused.Store(true)
+	}
+	return err
 }
 
-// maxThreads bounds the thread id cache; past it the cache starts again
-// (connections come and go, and a miss costs one query).
-const maxThreads = 64
+// pooled is a connection of the pool lent to one call, with what the
+// sink knows of it.
+type pooled struct {
+	tx     *gorm.DB // bound to conn
+	conn   *sql.Conn
+	key    any    // the driver's connection: the key of s.conns
+	serial uint64 // when it was opened; 0 if forgotten
+}
 
-// threadID returns the server thread id of tx's dedicated connection.
-func (s *MySQLSink) threadID(tx *gorm.DB) (uint64, error) {
-	conn, ok := tx.Statement.ConnPool.(*sql.Conn)
-	if !ok {
-		return 0, nil
+// errStaleConn says withConn closed the connection it was lent and needs
+// another.
+var errStaleConn = errors.New("crm connection may predate a grant")
+
+// withConn runs fn on a connection of the pool whose session sees the
+// server's current privileges: with fresh, which a call after a refusal
+// asks for, on one opened after withConn began.
+//
+// MySQL and MariaDB copy an account's privileges into a session and
+// refresh the copy only in part: a table grant counts from the next
+// statement, a database grant (GRANT … ON crm.*, the usual form) only
+// from the next USE, a global one never. After a refusal, then, every
+// session that began before the GRANT lifting it refuses on, and the
+// pool, kept busy by pings, would go on handing them out until their
+// lifetime ends. A USE before the next statement would miss global
+// grants. Emptying the idle pool at the refusal would miss the sessions
+// pings open between the refusal and the grant; emptying it at the next
+// attempt, those on loan at that moment, which come back afterwards.
+// So every connection carries the serial it was opened with (see
+// stampConnector), and one too old for the call is closed, not used:
+//
+//   - while refused, a call takes only a connection opened after it
+//     began (fresh), after any GRANT that came before it;
+//   - once an INSERT passes again, every connection opened before that
+//     INSERT's own may predate the grant, and is closed when handed out.
+//
+// Otherwise nothing is closed, and none of this costs a round trip.
+func (s *MySQLSink) withConn(ctx context.Context, fresh bool, fn func(pooled) error) error {
+	floor := s.minSerial.Load()
+	if fresh {
+		floor = max(floor, s.opened.Load()+1)
 	}
-	var key any
-	_ = conn.Raw(func(dc any) error { key = dc; return nil })
-	s.threadMu.Lock()
-	id, ok := s.threads[key]
-	s.threadMu.Unlock()
-	if ok {
+	for tries := 0; ; tries++ {
+		err := s.db.WithContext(ctx).Connection(func(tx *gorm.DB) error {
+			c := pooled{tx: tx}
+			c.conn, _ = tx.Statement.ConnPool.(*sql.Conn)
+			if c.conn == nil {
+				return fmt.Errorf("crm connection: gorm lent a %T, not a *sql.Conn", tx.Statement.ConnPool)
+			}
+			_ = c.conn.Raw(func(dc any) error { c.key = dc; return nil })
+			s.connMu.Lock()
+			c.serial = s.conns[c.key].serial
+			s.connMu.Unlock()
+			// Each stale connection goes for good, so the pool runs out of
+			// them; the bound only guards against others returning stale
+			// ones as fast as this closes them.
+			if c.serial < floor && tries <= s.maxOpen {
+				// database/sql closes a connection whose Raw returns
+				// ErrBadConn instead of pooling it again.
+				_ = c.conn.Raw(func(any) error { return driver.ErrBadConn })
+				return errStaleConn
+			}
+			return fn(c)
+		})
+		if !errors.Is(err, errStaleConn) {
+			return err
+		}
+	}
+}
+
+// raise sets v to n unless it holds more already.
+func raise(v *atomic.Uint64, n uint64) {
+	for {
+		cur := v.Load()
+		if n <= cur || v.CompareAndSwap(cur, n) {
+			return
+		}
+	}
+}
+
+// remember records a connection the pool has just opened.
+func (s *MySQLSink) remember(conn driver.Conn, serial uint64) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if len(s.conns) >= s.maxConns {
+		// Closed connections are never reported, so their entries stay
+		// until the map starts again; a live connection forgotten with
+		// them costs a query, or a reconnection after a refusal.
+		clear(s.conns)
+	}
+	s.conns[conn] = connInfo{serial: serial}
+}
+
+// threadID returns the server thread id of c.
+func (s *MySQLSink) threadID(c pooled) (uint64, error) {
+	s.connMu.Lock()
+	id := s.conns[c.key].thread
+	s.connMu.Unlock()
+	if id != 0 {
 		return id, nil
 	}
-	if err := tx.Raw("SELECT CONNECTION_ID()").Scan(&id).Error; err != nil {
+	if err := c.tx.Raw("SELECT CONNECTION_ID()").Scan(&id).Error; err != nil {
 		return 0, err
 	}
-	s.threadMu.Lock()
-	if len(s.threads) >= maxThreads {
-		clear(s.threads)
+	s.connMu.Lock()
+	if len(s.conns) >= s.maxConns {
+		clear(s.conns)
 	}
-	s.threads[key] = id
-	s.threadMu.Unlock()
+	info := s.conns[c.key]
+	info.thread = id
+	s.conns[c.key] = info
+	s.connMu.Unlock()
 	return id, nil
+}
+
+// stampConnector opens the pool's connections, numbering each in order,
+// so that withConn can tell a session opened after a moment from one
+// that may predate a GRANT.
+type stampConnector struct {
+	driver.Connector
+	sink *MySQLSink
+}
+
+// Connect opens a connection and records its serial.
+func (c stampConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	// Taken before the handshake, which is when the server reads the
+	// account's privileges.
+	serial := c.sink.opened.Add(1)
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.sink.remember(conn, serial)
+	return conn, nil
 }
 
 // settle kills the server threads of INSERTs whose outcome is unknown and
@@ -308,12 +454,12 @@ func (s *MySQLSink) threadID(tx *gorm.DB) (uint64, error) {
 // Without it, a check could miss a row that such a statement writes a
 // moment later, and the row would be written twice.
 func (s *MySQLSink) settle(ctx context.Context) error {
-	s.threadMu.Lock()
+	s.connMu.Lock()
 	ids := make([]uint64, 0, len(s.suspects))
 	for id := range s.suspects {
 		ids = append(ids, id)
 	}
-	s.threadMu.Unlock()
+	s.connMu.Unlock()
 	if len(ids) == 0 {
 		return nil
 	}
@@ -350,11 +496,11 @@ func (s *MySQLSink) settle(ctx context.Context) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	s.threadMu.Lock()
+	s.connMu.Lock()
 	for _, id := range ids {
 		delete(s.suspects, id)
 	}
-	s.threadMu.Unlock()
+	s.connMu.Unlock()
 	return nil
 }
 

@@ -2,6 +2,8 @@ package mirror
 
 import (
 	"context"
+	"database/sql"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -158,6 +160,86 @@ func TestSinkPermanentErrors(t *testing.T) {
 			}
 			if got := errText(err); !strings.HasPrefix(got, "mysql "+tc.wantCode) {
 				t.Errorf("errText: got %q, want mysql %s", got, tc.wantCode)
+			}
+		})
+	}
+}
+
+// TestSinkSeesAGrantAtOnce: an account that may only SELECT has its
+// INSERT refused (1142). Once INSERT is granted, at the database (the
+// usual GRANT … ON crm.*), at the table or globally, the very next INSERT
+// passes, and so does every later one, though the pool still holds
+// sessions opened before the grant: MariaDB refreshes a session's
+// database privileges only at a USE, and its global ones never.
+func TestSinkSeesAGrantAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		scope mysqltest.Scope
+	}{
+		{"database", mysqltest.OnDatabase},
+		{"table", mysqltest.OnTable},
+		{"global", mysqltest.OnServer},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			crm := mysqltest.New(t)
+			user := crm.UniqueUser("igm_gr")
+			crm.CreateUserWith(t, user, "grant-password", "SELECT")
+			sink, err := OpenMySQL(MySQLConfig{
+				Host: crm.Host, Port: crm.Port, User: user, Password: "grant-password",
+				Database: crm.Name, Table: crm.Table, TLS: "false", Workers: 2,
+				Timeout: 5 * time.Second, Logger: slog.New(slog.DiscardHandler),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = sink.Close() })
+			ctx := context.Background()
+			row := func(user string) []Row {
+				return []Row{{UserID: user, Username: user, Direction: "in", Message: "hi", CreatedAt: t0}}
+			}
+			refused := func(what string, err error) {
+				t.Helper()
+				if class, _ := Classify(err); class != Permanent || !strings.HasPrefix(errText(err), "mysql 1142") {
+					t.Fatalf("%s: got %v (%v), want a permanent mysql 1142", what, err, class)
+				}
+			}
+
+			refused("insert before the grant", sink.Insert(ctx, row("u0")))
+			// The monitor's SELECT passes, and must not make the sink
+			// forget that INSERT is refused.
+			if err := sink.Ping(ctx); err != nil {
+				t.Fatalf("ping: %v", err)
+			}
+			refused("insert after a ping", sink.Insert(ctx, row("u0")))
+
+			// Sessions opened before the grant: one idle in the pool,
+			// two on loan (a ping, another worker) until after the first
+			// INSERT that passes.
+			loaned := make([]*sql.Conn, 3)
+			for i := range loaned {
+				if loaned[i], err = sink.sqlDB.Conn(ctx); err != nil {
+					t.Fatalf("connection %d: %v", i, err)
+				}
+			}
+			_ = loaned[0].Close()
+
+			crm.Grant(t, user, "INSERT", tc.scope)
+
+			if err := sink.Insert(ctx, row("u1")); err != nil {
+				t.Fatalf("first insert after the grant: %v", err)
+			}
+			for _, c := range loaned[1:] {
+				_ = c.Close()
+			}
+			// The pool hands out the connection returned last: a session
+			// from before the grant.
+			if err := sink.Insert(ctx, row("u2")); err != nil {
+				t.Fatalf("second insert after the grant: %v", err)
+			}
+
+			got := crm.Rows(t)
+			if len(got) != 2 || got[0].UserID != "u1" || got[1].UserID != "u2" {
+				t.Errorf("rows: got %+v, want u1 and u2", got)
 			}
 		})
 	}

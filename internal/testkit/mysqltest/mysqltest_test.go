@@ -168,6 +168,45 @@ func TestCreateUser(t *testing.T) {
 	}
 }
 
+// TestGrant checks that Grant lifts a refusal at each scope, for a
+// session opened afterwards.
+func TestGrant(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		scope mysqltest.Scope
+	}{
+		{"database", mysqltest.OnDatabase},
+		{"table", mysqltest.OnTable},
+		{"server", mysqltest.OnServer},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := mysqltest.New(t)
+			user := d.UniqueUser("igm_g")
+			d.CreateUserWith(t, user, "pw", "SELECT")
+			insert := func() error {
+				db, err := sql.Open("mysql", d.DSN(user, "pw"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer db.Close()
+				_, err = db.Exec("INSERT INTO messages (user_id, direction, message) VALUES ('1', 'in', 'hi')")
+				return err
+			}
+			var myErr *mysql.MySQLError
+			if err := insert(); !errors.As(err, &myErr) || myErr.Number != 1142 {
+				t.Fatalf("insert before the grant: %v, want MySQL error 1142", err)
+			}
+			d.Grant(t, user, "INSERT", tc.scope)
+			if err := insert(); err != nil {
+				t.Fatalf("insert after the grant: %v", err)
+			}
+			if n := d.Count(t); n != 1 {
+				t.Errorf("Count = %d, want 1", n)
+			}
+		})
+	}
+}
+
 func TestDiffCounts(t *testing.T) {
 	at := time.Date(2025, 11, 22, 0, 0, 0, 0, time.UTC)
 	a := mysqltest.RowKey{"u1", "in", "hi", at}
