@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"igmirror/domain"
 	"igmirror/events"
@@ -14,6 +15,9 @@ type Store interface {
 }
 
 var _ Store = (domain.Store)(nil)
+
+// saveTimeout bounds one save of the ingester.
+const saveTimeout = 8 * time.Second
 
 // ingester is the one save-then-publish path, shared by the webhook and
 // the admin API.
@@ -47,7 +51,13 @@ func (in *ingester) ingest(ctx context.Context, source string, b domain.Batch) (
 	}
 	// A client that hangs up must not leave a committed message unpublished:
 	// once handed to the writer the save completes, and so does the publish.
-	res, err := in.store.Save(context.WithoutCancel(ctx), b)
+	// The save is bounded all the same, so that a store that does not
+	// answer (a blackholed PostgreSQL) is answered 503 well inside Meta's
+	// timeout instead of hanging; a save that still commits after that is
+	// pending and this instance's reconciler offers it as stale.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+	defer cancel()
+	res, err := in.store.Save(sctx, b)
 	if err != nil {
 		in.bus.Release(held)
 		return res, err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -177,6 +178,11 @@ func (a *App) statusFor(err error, c echo.Context) (int, string) {
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, domain.ErrNotFound):
 		return http.StatusNotFound, "not found"
+	case errors.Is(err, domain.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, domain.ErrClosed):
+		id, _ := c.Get("request_id").(string)
+		a.log.Error("local store unavailable", "request_id", id, "path", c.Request().URL.Path, "err", err)
+		c.Response().Header().Set("Retry-After", "5")
+		return http.StatusServiceUnavailable, "local store unavailable; nothing was applied, please retry"
 	}
 	id, _ := c.Get("request_id").(string)
 	a.log.Error("request failed", "request_id", id, "path", c.Request().URL.Path, "err", err)
