@@ -40,6 +40,10 @@ type Options struct {
 	Logger       *slog.Logger
 	// MaxBatch bounds how many messages one group commit may hold; 0 means 2000.
 	MaxBatch int
+	// NoRenew, for tests only, takes the lease once at open and never
+	// renews it, so that it lapses after LeaseTimeout while the store
+	// stays open (a process that hangs). Close still releases it.
+	NoRenew bool
 }
 
 // ErrFileMoved is returned by writes while the SQLite file is no longer at
@@ -192,8 +196,10 @@ func Open(opts Options) (*Store, error) {
 		_ = s.Close()
 		return nil, fmt.Errorf("open sqlite %s: take mirror lease: %w", path, err)
 	}
-	s.renewDone = make(chan struct{})
-	go s.keepLease()
+	if !opts.NoRenew {
+		s.renewDone = make(chan struct{})
+		go s.keepLease()
+	}
 	return s, nil
 }
 
