@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -290,9 +291,20 @@ func (s *Store) Save(ctx context.Context, b domain.Batch) (domain.SaveResult, er
 	if len(b.Messages) == 0 && len(b.Unsends) == 0 && len(b.Edits) == 0 && b.Delivery == nil {
 		return domain.SaveResult{}, nil
 	}
+	// The writer fills in its own copy: a caller whose context ends stops
+	// waiting while the write may still commit, and may reuse its memory.
+	callerDelivery := b.Delivery
+	b.Messages = slices.Clone(b.Messages)
+	if callerDelivery != nil {
+		d := *callerDelivery
+		b.Delivery = &d
+	}
 	r := &writeReq{batch: &b}
 	if err := s.submit(ctx, r); err != nil {
 		return domain.SaveResult{}, err
+	}
+	if callerDelivery != nil {
+		*callerDelivery = *b.Delivery
 	}
 	res := r.res
 	for i, ok := range r.isNew {

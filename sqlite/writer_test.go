@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -55,5 +56,46 @@ func TestGroupCommitFailureIsNotShared(t *testing.T) {
 	}
 	if !grouped {
 		t.Fatal("the bad request never shared a group commit in 100 rounds; the test proved nothing")
+	}
+}
+
+// TestSaveLeavesCallerMessagesAlone: the writer works on its own copy of
+// a batch. A caller whose context ends stops waiting while the write may
+// still commit; had the writer filled in the caller's slice and delivery,
+// it would write memory the caller already reuses (a data race).
+func TestSaveLeavesCallerMessagesAlone(t *testing.T) {
+	s := mustOpenAt(t, filepath.Join(t.TempDir(), "store.db"), storetest.Options{})
+	msgs := []domain.Message{newMsg(t, "a"), newMsg(t, "a"), newMsg(t, "")}
+	d := &domain.Delivery{Body: []byte(`{}`), Items: map[string]int{"message": 3}}
+	res, err := s.Save(ctx, domain.Batch{Messages: msgs, Delivery: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.New) != 2 || res.New[0].ID == 0 || res.New[1].ID == 0 || d.ID == 0 || d.Stored != 2 || d.Duplicates != 1 {
+		t.Fatalf("result: got %+v, delivery %+v, want two new with ids and the delivery's yield filled in", res, d)
+	}
+	for i, m := range msgs {
+		if m.ID != 0 || !m.CreatedAt.IsZero() || m.MirrorOwner != "" {
+			t.Errorf("caller's message %d: got id %d created %v owner %q, want it untouched", i, m.ID, m.CreatedAt, m.MirrorOwner)
+		}
+	}
+
+	// Callers that give up at once, then reuse their batch's memory.
+	for i := range 50 {
+		msgs := []domain.Message{newMsg(t, fmt.Sprintf("gave-up-%d", i))}
+		d := &domain.Delivery{Body: []byte(`{}`)}
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = s.Save(cctx, domain.Batch{Messages: msgs, Delivery: d})
+		}()
+		cancel()
+		<-done
+		msgs[0] = domain.Message{}
+		d.Body, d.ID, d.Stored = nil, 0, 0
+	}
+	if err := s.CheckWritable(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
