@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"igmirror/domain"
@@ -189,6 +190,12 @@ func TestLegacyFileMigrates(t *testing.T) {
 	if err != nil || len(all) != 42 {
 		t.Errorf("messages after reopen: got %d, %v, want 42", len(all), err)
 	}
+	// The legacy pending messages have no owner: the next instance takes
+	// them over (with the one stored before the first Close).
+	orphans, err := again.ClaimCandidates(ctx, domain.CandidateQuery{Orphans: true, Limit: 100})
+	if err != nil || len(orphans) != 16 {
+		t.Errorf("orphans after migration: got %d, %v, want 16 (15 legacy pending and one new)", len(orphans), err)
+	}
 	integrityOK(t, path)
 }
 
@@ -198,4 +205,46 @@ func idsOf(ms []domain.Message) []int64 {
 		out[i] = m.ID
 	}
 	return out
+}
+
+// TestConcurrentOpenMigratesOnce opens a new file from several stores at
+// once: the migrations run once, and every store opens.
+func TestConcurrentOpenMigratesOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	const n = 4
+	stores := make([]*sqlite.Store, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			stores[i], errs[i] = sqlite.Open(sqlite.Options{Path: path, Logger: quiet})
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Open %d: %v", i, err)
+			continue
+		}
+		if _, err := stores[i].Save(ctx, domain.Batch{Messages: []domain.Message{newMsg(t, "same")}}); err != nil {
+			t.Errorf("Save on store %d: %v", i, err)
+		}
+	}
+	for _, s := range stores {
+		if s != nil {
+			if err := s.Close(); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if got, want := appliedVersions(t, path), embeddedVersions(t); !slices.Equal(got, want) {
+		t.Errorf("schema_migrations: got %v, want %v", got, want)
+	}
+	if got := midRows(t, path)["same"]; got != 1 {
+		t.Errorf("rows of one mid saved by every store: got %d, want 1", got)
+	}
+	integrityOK(t, path)
 }
