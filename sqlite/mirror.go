@@ -18,8 +18,9 @@ import (
 // bound time (unix milliseconds).
 const liveLeases = "(SELECT owner FROM mirror_leases WHERE expires_at > ?)"
 
-// Claim records an attempt on each of ids that is pending and owned by
-// this instance under a live lease, and returns those. The lease is
+// Claim records an attempt on each of ids that is pending (or mirrored:
+// an operator's check, which ClaimCandidates handed over in that state)
+// and owned by this instance under a live lease, and returns those. The lease is
 // checked in the UPDATE's own WHERE: an instance whose lease has lapsed,
 // or whose message another instance has taken over, claims nothing.
 func (s *Store) Claim(ctx context.Context, ids []int64) ([]domain.Claim, error) {
@@ -30,7 +31,7 @@ func (s *Store) Claim(ctx context.Context, ids []int64) ([]domain.Claim, error) 
 		return inChunks(ids, func(part []int64) error {
 			args := append([]any{now, s.lease.owner, s.lease.owner, nowMillis()}, int64Args(part)...)
 			rows, err := tx.Raw("UPDATE messages SET mirror_attempts = mirror_attempts + 1, mirror_last_attempt_at = ? "+
-				"WHERE mirror_status = 'pending' AND mirror_owner = ? "+
+				"WHERE mirror_status IN ('pending', 'mirrored') AND mirror_owner = ? "+
 				"AND EXISTS (SELECT 1 FROM mirror_leases WHERE owner = ? AND expires_at > ?) "+
 				"AND id IN ("+placeholders(len(part))+") RETURNING id, mirror_attempts, mirror_status", args...).Rows()
 			if err != nil {
@@ -169,8 +170,9 @@ func window(cond string, args []any, q domain.CandidateQuery) (string, []any) {
 // selects and no other instance's live lease covers, in one write of the
 // writer: selection and update in one transaction, which SQLite's single
 // writer makes atomic against every other process on the file. Dropped,
-// failed, disabled and mirrored ones become pending; all become this
-// instance's. It returns them as claimed.
+// failed and disabled ones become pending, mirrored ones stay mirrored
+// (an operator's check; Claim takes them so); all become this instance's.
+// It returns them as they were before the claim.
 func (s *Store) ClaimCandidates(ctx context.Context, q domain.CandidateQuery) ([]domain.Message, error) {
 	limit := q.Limit
 	if limit <= 0 {
@@ -207,12 +209,16 @@ func (s *Store) ClaimCandidates(ctx context.Context, q domain.CandidateQuery) ([
 			out = nil
 			return nil
 		}
-		rows, err := sqlTx.QueryContext(ctx, "UPDATE messages SET mirror_owner = ?, mirror_status = 'pending' WHERE id IN ("+placeholders(len(ids))+") RETURNING "+messageCols,
-			append([]any{s.lease.owner}, int64Args(ids)...)...)
-		if err != nil {
+		// The port returns the messages as they were: a mirrored one
+		// tells the mirror to check the CRM rather than send.
+		var err error
+		if out, err = queryMessages(ctx, sqlTx, "WHERE id IN ("+placeholders(len(ids))+")", int64Args(ids)...); err != nil {
 			return err
 		}
-		out, err = scanMessages(rows)
+		// A mirrored one stays mirrored: the CRM holds it, and a check
+		// that fails must not leave it looking unsent.
+		_, err = sqlTx.ExecContext(ctx, "UPDATE messages SET mirror_owner = ?, mirror_status = CASE mirror_status WHEN 'mirrored' THEN 'mirrored' ELSE 'pending' END WHERE id IN ("+placeholders(len(ids))+")",
+			append([]any{s.lease.owner}, int64Args(ids)...)...)
 		return err
 	})
 	if err != nil {

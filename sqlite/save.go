@@ -21,13 +21,39 @@ func (sl slot) msg() *domain.Message { return &sl.r.batch.Messages[sl.i] }
 
 // insertAll inserts every message of the batch with INSERT … ON CONFLICT
 // (instagram_message_id) DO NOTHING RETURNING id, instagram_message_id,
-// and marks as new exactly the messages the database inserted. Ids are
-// mapped back by mid, never by position: the first message of the group
-// with a mid the statement inserted gets its id, any later one with the
-// same mid is a duplicate. A message without a mid is always new; each
-// such message has a statement of its own, so its id is its row's.
+// and marks as new exactly the messages the database inserted. Messages
+// are inserted in the order given, so ids follow it. Ids are mapped back
+// by mid, never by position: the first message of the group with a mid
+// the statement inserted gets its id, any later one with the same mid is
+// a duplicate. A message without a mid is always new; each such message
+// has a statement of its own, so its id is its row's.
 func (s *Store) insertAll(ctx context.Context, tx *sql.Tx, batch []*writeReq, now time.Time) error {
-	var keyed, bare []slot
+	var run []slot // consecutive messages with a mid, inserted together
+	args := make([]any, 0, rowsPerStmt*colsPerRow)
+	flush := func() error {
+		ids := make(map[string]int64, len(run))
+		err := eachSized(s.ins, run, func(part []slot, st *sql.Stmt) error {
+			args = args[:0]
+			for _, sl := range part {
+				args = appendRow(args, sl.msg())
+			}
+			return returnIDs(ctx, tx.StmtContext(ctx, st), args, func(id int64, mid string) { ids[mid] = id })
+		})
+		if err != nil {
+			return fmt.Errorf("insert messages: %w", err)
+		}
+		for _, sl := range run {
+			m := sl.msg()
+			if id, ok := ids[m.MID()]; ok {
+				m.ID = id
+				sl.r.isNew[sl.i] = true
+				delete(ids, m.MID()) // a later message with this mid is a duplicate
+			}
+		}
+		run = run[:0]
+		return nil
+	}
+	one := s.ins.byRows[1]
 	for _, r := range batch {
 		if r.batch == nil {
 			continue
@@ -37,43 +63,24 @@ func (s *Store) insertAll(ctx context.Context, tx *sql.Tx, batch []*writeReq, no
 			m := &r.batch.Messages[i]
 			m.ID, m.CreatedAt = 0, now
 			m.MirrorOwner = s.lease.owner
-			if m.InstagramMessageID == nil {
-				bare = append(bare, slot{r, i})
-			} else {
-				keyed = append(keyed, slot{r, i})
+			if m.InstagramMessageID != nil {
+				run = append(run, slot{r, i})
+				continue
 			}
+			if err := flush(); err != nil {
+				return err
+			}
+			err := returnIDs(ctx, tx.StmtContext(ctx, one), appendRow(args[:0], m), func(id int64, _ string) { m.ID = id })
+			if err != nil {
+				return fmt.Errorf("insert message without mid: %w", err)
+			}
+			if m.ID == 0 {
+				return fmt.Errorf("insert message without mid: no id returned")
+			}
+			r.isNew[i] = true
 		}
 	}
-	ids := make(map[string]int64, len(keyed))
-	args := make([]any, 0, min(len(keyed), rowsPerStmt)*colsPerRow)
-	err := eachSized(s.ins, keyed, func(part []slot, st *sql.Stmt) error {
-		args = args[:0]
-		for _, sl := range part {
-			args = appendRow(args, sl.msg())
-		}
-		return returnIDs(ctx, tx.StmtContext(ctx, st), args, func(id int64, mid string) { ids[mid] = id })
-	})
-	if err != nil {
-		return fmt.Errorf("insert messages: %w", err)
-	}
-	for _, sl := range keyed {
-		m := sl.msg()
-		if id, ok := ids[m.MID()]; ok {
-			m.ID = id
-			sl.r.isNew[sl.i] = true
-			delete(ids, m.MID()) // a later message with this mid is a duplicate
-		}
-	}
-	one := s.ins.byRows[1]
-	for _, sl := range bare {
-		m := sl.msg()
-		err := returnIDs(ctx, tx.StmtContext(ctx, one), appendRow(args[:0], m), func(id int64, _ string) { m.ID = id })
-		if err != nil || m.ID == 0 {
-			return fmt.Errorf("insert message without mid: %v", err)
-		}
-		sl.r.isNew[sl.i] = true
-	}
-	return nil
+	return flush()
 }
 
 // appendRow appends m's insertCols values.

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,10 @@ type Options struct {
 	Logger       *slog.Logger
 	// MaxBatch bounds how many messages one group commit may hold; 0 means 2000.
 	MaxBatch int
+	// NoRenew, for tests only, takes the lease once at open and never
+	// renews it, so that it lapses after LeaseTimeout while the store
+	// stays open (a process that hangs). Close still releases it.
+	NoRenew bool
 }
 
 // ErrFileMoved is returned by writes while the SQLite file is no longer at
@@ -192,8 +197,10 @@ func Open(opts Options) (*Store, error) {
 		_ = s.Close()
 		return nil, fmt.Errorf("open sqlite %s: take mirror lease: %w", path, err)
 	}
-	s.renewDone = make(chan struct{})
-	go s.keepLease()
+	if !opts.NoRenew {
+		s.renewDone = make(chan struct{})
+		go s.keepLease()
+	}
 	return s, nil
 }
 
@@ -284,9 +291,20 @@ func (s *Store) Save(ctx context.Context, b domain.Batch) (domain.SaveResult, er
 	if len(b.Messages) == 0 && len(b.Unsends) == 0 && len(b.Edits) == 0 && b.Delivery == nil {
 		return domain.SaveResult{}, nil
 	}
+	// The writer fills in its own copy: a caller whose context ends stops
+	// waiting while the write may still commit, and may reuse its memory.
+	callerDelivery := b.Delivery
+	b.Messages = slices.Clone(b.Messages)
+	if callerDelivery != nil {
+		d := *callerDelivery
+		b.Delivery = &d
+	}
 	r := &writeReq{batch: &b}
 	if err := s.submit(ctx, r); err != nil {
 		return domain.SaveResult{}, err
+	}
+	if callerDelivery != nil {
+		*callerDelivery = *b.Delivery
 	}
 	res := r.res
 	for i, ok := range r.isNew {
