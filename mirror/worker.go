@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"igmirror/domain"
 	"igmirror/events"
 )
 
@@ -294,8 +295,8 @@ func (p *Pool) handle(batch []events.MessageSaved) {
 // claim records the attempt in the store, under this instance's lease,
 // before anything is sent, and returns the rows of the claimed messages
 // with whether each must first be looked for in the CRM. A message not
-// claimed is left alone: it was mirrored or failed meanwhile, or another
-// instance owns it now. When the claim itself fails the batch is not
+// claimed is left alone: it failed meanwhile, or another instance owns
+// it now. When the claim itself fails the batch is not
 // sent: without a recorded claim the instance cannot prove its lease, and
 // the messages stay pending for the reconciler.
 func (p *Pool) claim(batch []events.MessageSaved) ([]Row, []bool) {
@@ -310,21 +311,22 @@ func (p *Pool) claim(batch []events.MessageSaved) ([]Row, []bool) {
 		}
 		return nil, nil
 	}
-	attempts := make(map[int64]int, len(claims))
+	verifyFor := make(map[int64]bool, len(claims))
 	for _, c := range claims {
-		attempts[c.ID] = c.Attempts
+		// An earlier attempt (this instance's or a previous owner's) may
+		// have reached the CRM; a mirrored message is in it unless an
+		// operator's check finds otherwise: look before inserting.
+		verifyFor[c.ID] = c.Attempts > 1 || c.Status == domain.MirrorMirrored
 	}
 	rows := make([]Row, 0, len(claims))
 	verify := make([]bool, 0, len(claims))
 	for i := range batch {
-		n, ok := attempts[batch[i].Message.ID]
+		v, ok := verifyFor[batch[i].Message.ID]
 		if !ok {
 			continue
 		}
 		rows = append(rows, MapRow(&batch[i].Message))
-		// An earlier attempt (this instance's or a previous owner's) may
-		// have reached the CRM: look before inserting.
-		verify = append(verify, batch[i].Verify || n > 1)
+		verify = append(verify, batch[i].Verify || v)
 	}
 	if skipped := len(batch) - len(rows); skipped > 0 {
 		p.claimSkipped.Add(uint64(skipped))

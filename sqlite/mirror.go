@@ -212,7 +212,7 @@ func (s *Store) ClaimCandidates(ctx context.Context, q domain.CandidateQuery) ([
 		// The port returns the messages as they were: a mirrored one
 		// tells the mirror to check the CRM rather than send.
 		var err error
-		if out, err = queryMessages(ctx, sqlTx, "WHERE id IN ("+placeholders(len(ids))+")", int64Args(ids)...); err != nil {
+		if out, err = queryMessagesOn(ctx, sqlTx, "WHERE id IN ("+placeholders(len(ids))+")", int64Args(ids)...); err != nil {
 			return err
 		}
 		// A mirrored one stays mirrored: the CRM holds it, and a check

@@ -60,6 +60,15 @@ func (s *Store) queryMessages(ctx context.Context, rest string, args ...any) ([]
 	return scanMessages(rows)
 }
 
+// queryMessagesOn is queryMessages on a transaction of the writer.
+func queryMessagesOn(ctx context.Context, tx *sql.Tx, rest string, args ...any) ([]domain.Message, error) {
+	rows, err := tx.QueryContext(ctx, "SELECT "+messageCols+" FROM messages "+rest, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanMessages(rows)
+}
+
 func scanMessages(rows *sql.Rows) ([]domain.Message, error) {
 	defer rows.Close()
 	var out []domain.Message
