@@ -36,8 +36,11 @@ type ingester struct {
 func (in *ingester) ingest(ctx context.Context, source string, b domain.Batch) (domain.SaveResult, error) {
 	msgs := b.Messages
 	held := 0
+	var room *events.Reservation
 	if in.mirrorOn {
-		held = in.bus.Reserve(len(msgs))
+		room = in.bus.Reserve(len(msgs))
+		defer room.Close() // no return path keeps the room
+		held = room.Held()
 	}
 	for i := range msgs {
 		switch {
@@ -59,7 +62,6 @@ func (in *ingester) ingest(ctx context.Context, source string, b domain.Batch) (
 	defer cancel()
 	res, err := in.store.Save(sctx, b)
 	if err != nil {
-		in.bus.Release(held)
 		return res, err
 	}
 	in.metrics.messages.WithLabelValues(source, "stored").Add(float64(len(res.New)))
@@ -76,14 +78,13 @@ func (in *ingester) ingest(ctx context.Context, source string, b domain.Batch) (
 			turnedAway++
 			continue
 		}
-		held--
-		switch in.bus.PublishReserved(events.MessageSaved{Message: res.New[i]}) {
+		switch room.Publish(events.MessageSaved{Message: res.New[i]}) {
 		case events.DroppedFull, events.DroppedClosed:
 			late = append(late, res.New[i].ID)
 		}
 	}
-	in.bus.Release(held) // the duplicates'
-	in.bus.TurnedAway(turnedAway)
+	room.Close() // the duplicates' room: free for others now, not at return
+	room.TurnedAway(turnedAway)
 	in.store.MarkDropped(late...)
 	return res, nil
 }

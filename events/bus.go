@@ -55,8 +55,8 @@ type Bus struct {
 	inflightMu sync.Mutex
 	inflight   map[int64]struct{}
 
-	// reserved is room held for events about to be published (Reserve):
-	// other offers see the channel that much fuller.
+	// reserved is room held by open Reservations for events about to be
+	// published: other offers see the channel that much fuller.
 	reserved atomic.Int64
 
 	published   atomic.Uint64
@@ -93,70 +93,6 @@ func (b *Bus) Publish(ev MessageSaved) Outcome { return b.offer(ev, true, false)
 // already recorded as waiting in the store.
 func (b *Bus) Offer(ev MessageSaved) Outcome { return b.offer(ev, false, false) }
 
-// Reserve holds room on the channel for up to n events that are about to
-// be published, without waiting, and returns how many it holds: n while
-// the channel has room for them, fewer or 0 when it is (nearly) full or
-// the bus is closed. The caller publishes each held event with
-// PublishReserved, gives back what it did not use with Release, and
-// counts every event it could not hold room for with TurnedAway.
-//
-// The ingester reserves before it saves, so that a message the queue has
-// no room for is stored as dropped in the same write, instead of stored
-// pending and rewritten as dropped by a second one (with the CRM stalled,
-// that second write was every message's, and took a quarter of the
-// SQLite writer's time). A held slot is room kept from the reconciler and
-// from resyncs, never a guarantee: an event that still finds the channel
-// full is dropped as by Publish.
-func (b *Bus) Reserve(n int) int {
-	if n <= 0 {
-		return 0
-	}
-	if b.isClosed() {
-		return 0
-	}
-	for {
-		r := b.reserved.Load()
-		room := int64(cap(b.ch)-len(b.ch)) - r
-		if room <= 0 {
-			return 0
-		}
-		k := min(int64(n), room)
-		if b.reserved.CompareAndSwap(r, r+k) {
-			return int(k)
-		}
-	}
-}
-
-// PublishReserved is Publish for an event whose room Reserve holds; the
-// held slot is used up whatever the outcome.
-func (b *Bus) PublishReserved(ev MessageSaved) Outcome {
-	out := b.offer(ev, true, true)
-	b.reserved.Add(-1)
-	return out
-}
-
-// Release gives back n slots held by Reserve and not used.
-func (b *Bus) Release(n int) {
-	if n > 0 {
-		b.reserved.Add(-int64(n))
-	}
-}
-
-// TurnedAway counts, and logs like any drop, n events that Reserve had
-// no room for: their messages were stored as dropped.
-func (b *Bus) TurnedAway(n int) {
-	if n <= 0 {
-		return
-	}
-	if b.isClosed() {
-		b.droppedShut.Add(uint64(n))
-		b.noteDrops(ReasonClosed, uint64(n))
-		return
-	}
-	b.droppedFull.Add(uint64(n))
-	b.noteDrops(ReasonQueueFull, uint64(n))
-}
-
 func (b *Bus) isClosed() bool {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -164,7 +100,7 @@ func (b *Bus) isClosed() bool {
 }
 
 // offer puts ev on the channel. Only an event with held room (held) may
-// take the room that Reserve holds.
+// take the room that Reservations hold.
 func (b *Bus) offer(ev MessageSaved, countDrop, held bool) Outcome {
 	id := ev.Message.ID
 	if !b.claim(id) {
@@ -269,7 +205,7 @@ func (b *Bus) Len() int { return len(b.ch) }
 func (b *Bus) Cap() int { return cap(b.ch) }
 
 // Room is how many events the channel can take now, less the room that
-// Reserve holds for events about to be published.
+// open Reservations hold for events about to be published.
 func (b *Bus) Room() int { return max(cap(b.ch)-len(b.ch)-int(b.reserved.Load()), 0) }
 
 // Published counts events put on the channel.

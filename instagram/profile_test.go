@@ -175,20 +175,67 @@ func TestUsernameCaching(t *testing.T) {
 	}
 }
 
+// TestUsernameTimeout: a Graph API that never answers costs a look-up its
+// Timeout, then the id. The server hangs until the request is abandoned
+// and the caller's context has no deadline, so only the client's own
+// Timeout can end the look-up: were it ignored, the test would hang until
+// go test's -timeout, not pass. The failure is remembered like any Graph
+// failure, so the next look-up does not wait again.
 func TestUsernameTimeout(t *testing.T) {
 	g := newFakeGraph(t, func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-time.After(5 * time.Second):
-		}
-		graphReply(200, `{"username":"too_late"}`)(w, r)
+		<-r.Context().Done()
 	})
-	c, _ := newProfileClient(t, instagram.ProfileConfig{BaseURL: g.URL, AccessToken: testToken, Timeout: 50 * time.Millisecond})
-	start := time.Now()
+	c, clock := newProfileClient(t, instagram.ProfileConfig{BaseURL: g.URL, AccessToken: testToken, Timeout: 50 * time.Millisecond})
 	assertLookup(t, c, "42", "42", instagram.LookupFallback)
-	if elapsed := time.Since(start); elapsed > 2*time.Second {
-		t.Errorf("look-up took %v, want about the 50ms timeout", elapsed)
+	// Not a count of 1: on a loaded machine the Timeout may end the
+	// request before the server has read it.
+	calls := g.calls.Load()
+	assertLookup(t, c, "42", "42", instagram.LookupFallback)
+	assertCalls(t, g, calls)
+	clock.Advance(31 * time.Second) // past errorTTL: asked again
+	assertLookup(t, c, "42", "42", instagram.LookupFallback)
+	if got := g.calls.Load(); got > calls+1 {
+		t.Errorf("graph calls after errorTTL: got %d, want at most %d", got, calls+1)
 	}
+}
+
+// TestUsernameCallerCancelMidRequest: a caller that gives up while the
+// Graph API is still thinking gets the id at once, and, since that says
+// nothing about the Graph API, nothing is cached. The Timeout is an hour,
+// so only the cancel, made once the server holds the request, can end it.
+func TestUsernameCallerCancelMidRequest(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	var hang atomic.Bool
+	hang.Store(true)
+	g := newFakeGraph(t, func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			arrived <- struct{}{}
+			<-r.Context().Done()
+			return
+		}
+		graphReply(200, `{"username":"shop_fan_42"}`)(w, r)
+	})
+	c, _ := newProfileClient(t, instagram.ProfileConfig{BaseURL: g.URL, AccessToken: testToken, Timeout: time.Hour})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type answer struct {
+		name    string
+		outcome instagram.LookupOutcome
+	}
+	done := make(chan answer, 1)
+	go func() {
+		name, outcome := c.Username(ctx, "42")
+		done <- answer{name, outcome}
+	}()
+	<-arrived
+	cancel()
+	if got := <-done; got.name != "42" || got.outcome != instagram.LookupFallback {
+		t.Errorf("cancelled mid-request: got (%q, %s), want (\"42\", fallback)", got.name, got.outcome)
+	}
+	hang.Store(false)
+	assertLookup(t, c, "42", "shop_fan_42", instagram.LookupMiss)
+	assertCalls(t, g, 2)
 }
 
 func TestUsernameCallerCancelIsNotCached(t *testing.T) {
@@ -254,7 +301,9 @@ func TestUsernameConcurrent(t *testing.T) {
 		id := strings.TrimPrefix(r.URL.Path, "/")
 		graphReply(200, `{"username":"user_`+id+`"}`)(w, r)
 	})
-	c, _ := newProfileClient(t, instagram.ProfileConfig{BaseURL: g.URL, AccessToken: testToken, MaxEntries: 3})
+	// An hour, not the 2s default: 400 look-ups at once on a loaded
+	// machine can take longer than that, and a timeout is not under test.
+	c, _ := newProfileClient(t, instagram.ProfileConfig{BaseURL: g.URL, AccessToken: testToken, MaxEntries: 3, Timeout: time.Hour})
 	var wg sync.WaitGroup
 	errs := make(chan string, 400)
 	for i := range 400 {

@@ -84,7 +84,7 @@ func (pr *pair) read(src *net.TCPConn, out chan<- chunk) {
 		if n == 0 && err == nil {
 			continue
 		}
-		c := chunk{due: time.Now().Add(pr.proxy.Latency()), err: err}
+		c := chunk{due: pr.proxy.clock.Now().Add(pr.proxy.Latency()), err: err}
 		if n > 0 {
 			c.data = bytes.Clone(buf[:n])
 		}
@@ -155,14 +155,12 @@ func (pr *pair) finish(dst *net.TCPConn, err error) {
 
 // wait sleeps until due and reports false if the pair closed meanwhile.
 func (pr *pair) wait(due time.Time) bool {
-	d := time.Until(due)
+	d := due.Sub(pr.proxy.clock.Now())
 	if d <= 0 {
 		return true
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-pr.proxy.clock.After(d):
 		return true
 	case <-pr.done:
 		return false

@@ -30,6 +30,7 @@ type echoServer struct {
 	addr     string
 	accepted atomic.Int64
 	received chan int64
+	bytesIn  atomic.Int64 // bytes read on every connection so far
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -85,6 +86,7 @@ func (es *echoServer) serve(c net.Conn) {
 	for {
 		n, err := c.Read(buf)
 		total += int64(n)
+		es.bytesIn.Add(int64(n))
 		if n > 0 && canWrite {
 			// Keep reading after a failed echo so the byte count stays
 			// exact when the proxy cuts the connection.
@@ -114,9 +116,9 @@ func (es *echoServer) nextReceived(t *testing.T) int64 {
 	}
 }
 
-func newProxy(t *testing.T, target string) *faultproxy.Proxy {
+func newProxy(t *testing.T, target string, opts ...faultproxy.Option) *faultproxy.Proxy {
 	t.Helper()
-	p, err := faultproxy.New(target)
+	p, err := faultproxy.New(target, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -270,29 +272,147 @@ func TestHalfClose(t *testing.T) {
 	waitConns(t, p, 0)
 }
 
+// manualClock is a faultproxy.Clock that moves only when the test
+// advances it, and reports every wait the proxy starts on it.
+type manualClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	pending []manualTimer
+	waits   chan time.Duration
+}
+
+type manualTimer struct {
+	due time.Time
+	ch  chan time.Time
+}
+
+func newManualClock() *manualClock {
+	return &manualClock{now: time.Date(2025, 11, 22, 0, 0, 0, 0, time.UTC), waits: make(chan time.Duration, 64)}
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) After(d time.Duration) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	c.mu.Lock()
+	if d <= 0 {
+		ch <- c.now
+	} else {
+		c.pending = append(c.pending, manualTimer{due: c.now.Add(d), ch: ch})
+	}
+	c.mu.Unlock()
+	c.waits <- d
+	return ch
+}
+
+// Advance moves the clock on by d and fires every wait now due.
+func (c *manualClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	keep := c.pending[:0]
+	for _, tm := range c.pending {
+		if c.now.Before(tm.due) {
+			keep = append(keep, tm)
+			continue
+		}
+		tm.ch <- c.now
+	}
+	c.pending = keep
+}
+
+// nextWait returns the length of the next wait the proxy starts.
+func (c *manualClock) nextWait(t *testing.T, what string) time.Duration {
+	t.Helper()
+	select {
+	case d := <-c.waits:
+		return d
+	case <-time.After(settle):
+		t.Fatalf("%s: the proxy started no wait within %v", what, settle)
+		return 0
+	}
+}
+
+// delayedRoundTrip sends msg through a proxy whose latency is d on clk,
+// and requires each leg to be held until clk has moved on by d: the proxy
+// waits exactly d, the bytes stay undelivered meanwhile, and they arrive
+// once the clock says so.
+func delayedRoundTrip(t *testing.T, es *echoServer, c net.Conn, clk *manualClock, msg []byte, d time.Duration) {
+	t.Helper()
+	before := es.bytesIn.Load()
+	if _, err := c.Write(msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+
+	if got := clk.nextWait(t, "client to server"); got != d {
+		t.Fatalf("client to server: proxy waits %v, want the latency %v", got, d)
+	}
+	expectSilence(t, c) // a quiet spell in which early bytes would reach the server
+	if got := es.bytesIn.Load(); got != before {
+		t.Fatalf("server received %d bytes before the delay passed, want 0", got-before)
+	}
+	clk.Advance(d)
+	waitFor(t, "the server to receive the delayed bytes", func() bool {
+		return es.bytesIn.Load() == before+int64(len(msg))
+	})
+
+	if got := clk.nextWait(t, "server to client"); got != d {
+		t.Fatalf("server to client: proxy waits %v, want the latency %v", got, d)
+	}
+	expectSilence(t, c) // the echo is held too
+	clk.Advance(d)
+	if err := c.SetReadDeadline(time.Now().Add(settle)); err != nil {
+		t.Fatalf("set deadline: %v", err)
+	}
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("read echo after the delay: %v", err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("echo: got %q, want %q", got, msg)
+	}
+}
+
+// TestLatency proves the delay on the proxy's clock, not the wall clock:
+// every chunk waits the latency in force when it arrived, each way, and
+// no byte is delivered before that wait ends.
 func TestLatency(t *testing.T) {
 	const d = 50 * time.Millisecond
 	cases := []struct {
-		name        string
-		setFirst    bool
-		wantAtLeast time.Duration
+		name     string
+		setFirst bool
 	}{
-		{"set before connecting", true, 2 * d},
-		{"set on existing connection", false, 2 * d},
+		{"set before connecting", true},
+		{"set on existing connection", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newProxy(t, startEcho(t).addr)
+			es := startEcho(t)
+			clk := newManualClock()
+			p := newProxy(t, es.addr, faultproxy.WithClock(clk))
 			if tc.setFirst {
 				p.SetLatency(d)
 			}
 			c := dial(t, p)
-			roundTrip(t, c, []byte("warm"))
+			if tc.setFirst {
+				delayedRoundTrip(t, es, c, clk, []byte("warm"), d)
+			} else {
+				roundTrip(t, c, []byte("warm"))
+				select {
+				case w := <-clk.waits:
+					t.Fatalf("without latency the proxy waited %v, want no wait", w)
+				default:
+				}
+			}
 			p.SetLatency(d)
-			start := time.Now()
-			roundTrip(t, c, []byte("ping"))
-			if got := time.Since(start); got < tc.wantAtLeast {
-				t.Fatalf("round trip took %v, want >= %v", got, tc.wantAtLeast)
+			delayedRoundTrip(t, es, c, clk, []byte("ping"), d)
+			if got := p.Latency(); got != d {
+				t.Errorf("Latency: got %v, want %v", got, d)
 			}
 		})
 	}

@@ -27,6 +27,7 @@ type Proxy struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	clock    Clock // set at New, never changed
 	latency  atomic.Int64
 	refuse   atomic.Bool
 	cutAfter atomic.Int64
@@ -42,7 +43,7 @@ type Proxy struct {
 
 // New starts a proxy listening on 127.0.0.1:0 that forwards every accepted
 // connection to target (e.g. "127.0.0.1:3306").
-func New(target string) (*Proxy, error) {
+func New(target string, opts ...Option) (*Proxy, error) {
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return nil, err
@@ -53,7 +54,11 @@ func New(target string) (*Proxy, error) {
 		ln:     ln,
 		ctx:    ctx,
 		cancel: cancel,
+		clock:  systemClock{},
 		conns:  make(map[*pair]struct{}),
+	}
+	for _, o := range opts {
+		o(p)
 	}
 	p.wg.Go(p.serve)
 	return p, nil
