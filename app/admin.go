@@ -39,6 +39,7 @@ func (a *App) newAdmin() *echo.Echo {
 	g.GET("/deliveries/:id", a.getDelivery)
 	g.GET("/deliveries/:id/raw", a.getDeliveryRaw)
 	g.POST("/deliveries/replay", a.replayDeliveries)
+	g.GET("/openapi.json", a.openapiDoc)
 	return e
 }
 
