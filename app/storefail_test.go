@@ -65,6 +65,9 @@ func storeFailExpect(t *testing.T, ta *testApp, n int, wantOK bool) {
 		if ready != http.StatusOK {
 			t.Fatalf("readyz: got %d %s, want 200", ready, readyBody)
 		}
+		if got := scrape(t, ta).value(t, "igmirror_store_ready"); got != 1 {
+			t.Errorf("igmirror_store_ready after a good readiness check: got %v, want 1", got)
+		}
 		return
 	}
 	if code < 500 {
@@ -79,6 +82,9 @@ func storeFailExpect(t *testing.T, ta *testApp, n int, wantOK bool) {
 	}
 	if code, _ := ta.get(ta.base + "/healthz"); code != http.StatusOK {
 		t.Errorf("healthz: got %d, want 200 (the process is alive)", code)
+	}
+	if got := scrape(t, ta).value(t, "igmirror_store_ready"); got != 0 {
+		t.Errorf("igmirror_store_ready after a failed readiness check: got %v, want 0", got)
 	}
 }
 
