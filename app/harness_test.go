@@ -54,6 +54,9 @@ func testConfig(t testing.TB) config.Config {
 		"INSTAGRAM_VERIFY_TOKEN=" + testVerifyToken,
 		"MIRROR_DRAIN_TIMEOUT=5s",
 		"MIRROR_RECONCILE_INTERVAL=0",
+		// Off, so that a test's fake Graph API sees only the look-ups it
+		// expects; the subscription tests turn it on.
+		"SUBSCRIPTION_CHECK_INTERVAL=0",
 		"LOG_LEVEL=debug",
 		"INSTANCE_ID=" + testInstanceID,
 	})

@@ -322,6 +322,7 @@ func TestSubscriptionInService(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.InstagramGraphURL = g.URL
 	cfg.InstagramAccessToken = token
+	cfg.SubscriptionCheckInterval = 5 * time.Minute
 	ta := startApp(t, cfg)
 
 	state := func(ms metricSet) string {
@@ -376,6 +377,7 @@ func TestSubscriptionWithoutToken(t *testing.T) {
 	g := newSubscriptionGraph(t, "unused")
 	cfg := testConfig(t)
 	cfg.InstagramGraphURL = g.URL
+	cfg.SubscriptionCheckInterval = 5 * time.Minute
 	ta := startApp(t, cfg)
 	if got := scrape(t, ta).value(t, "igmirror_subscription_state", "state", "unknown"); got != 1 {
 		t.Errorf("state unknown: got %v, want 1", got)
