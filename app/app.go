@@ -100,6 +100,10 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	// A write through the group commit may wait behind a large batch; the
 	// scrape should not call that a failure any sooner than /readyz does.
 	a.ready.timeout = readyzTimeout
+	// The check is a write: a scrape makes one only when no /readyz probe
+	// has for a while, so that scrapes do not add to the writer's work
+	// (nor to its commit counters) every few seconds.
+	a.ready.ttl = storeReadyTTL
 	a.metrics.registerStoreReads(a.store, a.store, a.ready, log)
 	a.subs = instagram.NewSubscriptionWatcher(instagram.SubscriptionConfig{
 		BaseURL: cfg.InstagramGraphURL, AccessToken: cfg.InstagramAccessToken,

@@ -16,6 +16,10 @@ func (a *App) healthz(c echo.Context) error {
 // readyzTimeout bounds the write /readyz (and the store_ready gauge) tries.
 const readyzTimeout = 2 * time.Second
 
+// storeReadyTTL is how long the store_ready gauge shows the last check's
+// result before a scrape checks again itself.
+const storeReadyTTL = 30 * time.Second
+
 // readyz is readiness: SQLite takes a write. The CRM's state and the
 // webhook subscription's are reported but never fail it, since messages
 // are stored without the CRM, and a lost subscription is not cured by
