@@ -183,6 +183,9 @@ func (a *App) Start() error {
 		a.recCancel, a.recDone = cancel, make(chan struct{})
 		go func() { defer close(a.recDone); a.rec.Run(ctx) }()
 	}
+	// A first readiness check now, so that the first scrape finds
+	// igmirror_store_ready known and does not write to the store itself.
+	a.ready.get()
 	if a.cfg.SubscriptionCheckInterval > 0 && a.subs.Enabled() {
 		ctx, cancel := context.WithCancel(context.Background())
 		a.subCancel, a.subDone = cancel, make(chan struct{})
