@@ -40,6 +40,7 @@ func (a *App) newAdmin() *echo.Echo {
 	g.GET("/deliveries/:id/raw", a.getDeliveryRaw)
 	g.POST("/deliveries/replay", a.replayDeliveries)
 	g.GET("/openapi.json", a.openapiDoc)
+	g.GET("/subscription", a.subscription)
 	return e
 }
 
@@ -355,4 +356,28 @@ func (a *App) resync(c echo.Context) error {
 	}
 	a.log.Info("resync", "offered", offered, "turned_away", turned, "mirror_status", string(status))
 	return c.JSON(http.StatusOK, map[string]int{"offered": offered, "turned_away": turned})
+}
+
+// subscription is GET /admin/subscription: the webhook subscription as
+// the last check found it, with the check's error (token-free) and how
+// often it runs (0 = never: no access token or SUBSCRIPTION_CHECK_INTERVAL=0).
+// ?check=1 checks now instead of showing the last result.
+func (a *App) subscription(c echo.Context) error {
+	st := a.subs.Status()
+	if c.QueryParam("check") == "1" {
+		st = a.subs.Check(c.Request().Context())
+	}
+	interval := a.cfg.SubscriptionCheckInterval
+	if !a.subs.Enabled() {
+		interval = 0
+	}
+	return c.JSON(http.StatusOK, map[string]any{
+		"state":                  st.State,
+		"subscribed_fields":      st.Fields,
+		"since":                  st.Since,
+		"last_check":             timeOrNil(st.LastCheck),
+		"error":                  st.Error,
+		"check_interval_seconds": interval.Seconds(),
+		"access_token_set":       a.cfg.InstagramAccessToken != "",
+	})
 }

@@ -33,17 +33,25 @@ type App struct {
 	pool     *mirror.Pool      // nil when the mirror is off
 	rec      *mirror.Reconciler
 	ingester *ingester
+	subs     *instagram.SubscriptionWatcher // never nil; idle without a token
+	ready    *cachedRead[bool]              // the store took a write at the last check
 
 	public, admin       *echo.Echo
 	publicLn, adminLn   net.Listener
 	publicSrv, adminSrv *http.Server
-	errs                chan error
+	// The metrics listener, when METRICS_ADDR is set; nil otherwise.
+	metricsMux *echo.Echo
+	metricsLn  net.Listener
+	metricsSrv *http.Server
+	errs       chan error
 
 	started   time.Time
 	recCancel context.CancelFunc
 	recDone   chan struct{}
 	bgCancel  context.CancelFunc // the journal's purger
 	bgDone    chan struct{}
+	subCancel context.CancelFunc
+	subDone   chan struct{}
 	stopOnce  sync.Once
 
 	// readHeaderTimeout bounds how long a client may take to send its
@@ -55,7 +63,7 @@ type App struct {
 // cannot) but never needs the CRM: a CRM that is down or refuses the
 // password is reported, and retried, while the service runs.
 func New(cfg config.Config, log *slog.Logger) (*App, error) {
-	a := &App{cfg: cfg, log: log, metrics: newMetrics(), errs: make(chan error, 2), started: time.Now().UTC(),
+	a := &App{cfg: cfg, log: log, metrics: newMetrics(), errs: make(chan error, 3), started: time.Now().UTC(),
 		readHeaderTimeout: 5 * time.Second}
 	log.Info("starting igmirror", "config", cfg)
 	if cfg.InstagramAppSecret == "" {
@@ -87,9 +95,29 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		log.Info("crm mirror disabled (CRM_MYSQL_ENABLED=false): messages are stored locally with mirror_status=disabled")
 	}
 	a.metrics.registerMirror(a.pool, a.rec, a.mirrorStatus)
+	a.metrics.registerInstance(cfg.InstanceID)
+	a.ready = newCachedRead("store_ready", log, func(ctx context.Context) (bool, error) {
+		return a.store.CheckWritable(ctx) == nil, nil
+	})
+	// A write through the group commit may wait behind a large batch; the
+	// scrape should not call that a failure any sooner than /readyz does.
+	a.ready.timeout = readyzTimeout
+	// The check is a write: a scrape makes one only when no /readyz probe
+	// has for a while, so that scrapes do not add to the writer's work
+	// (nor to its commit counters) every few seconds.
+	a.ready.ttl = storeReadyTTL
+	a.metrics.registerStoreReads(a.store, a.store, a.ready, log)
+	a.subs = instagram.NewSubscriptionWatcher(instagram.SubscriptionConfig{
+		BaseURL: cfg.InstagramGraphURL, AccessToken: cfg.InstagramAccessToken,
+		Logger: log.With("component", "subscription"),
+	})
+	a.metrics.registerSubscription(a.subs)
 	a.ingester = &ingester{store: store, bus: a.bus, mirrorOn: cfg.CRMEnabled, metrics: a.metrics}
 	a.public = a.newPublic()
 	a.admin = a.newAdmin()
+	if cfg.MetricsAddr != "" {
+		a.metricsMux = a.newMetricsListener()
+	}
 	return a, nil
 }
 
@@ -133,7 +161,8 @@ func (a *App) mirrorStatus() mirror.Status {
 	return a.pool.Status()
 }
 
-// Start binds both listeners and starts the mirror.
+// Start binds the listeners (public, admin, and metrics when
+// METRICS_ADDR is set), starts the mirror and the subscription watch.
 func (a *App) Start() error {
 	var err error
 	if a.publicLn, err = net.Listen("tcp", a.cfg.HTTPAddr); err != nil {
@@ -142,6 +171,13 @@ func (a *App) Start() error {
 	if a.adminLn, err = net.Listen("tcp", a.cfg.AdminAddr); err != nil {
 		_ = a.publicLn.Close()
 		return fmt.Errorf("listen ADMIN_ADDR %s: %w", a.cfg.AdminAddr, err)
+	}
+	if a.metricsMux != nil {
+		if a.metricsLn, err = net.Listen("tcp", a.cfg.MetricsAddr); err != nil {
+			_ = a.publicLn.Close()
+			_ = a.adminLn.Close()
+			return fmt.Errorf("listen METRICS_ADDR %s: %w", a.cfg.MetricsAddr, err)
+		}
 	}
 	if a.pool != nil {
 		a.pool.Start()
@@ -152,19 +188,37 @@ func (a *App) Start() error {
 	bg, cancel := context.WithCancel(context.Background())
 	a.bgCancel, a.bgDone = cancel, make(chan struct{})
 	go func() { defer close(a.bgDone); a.purgeJournal(bg) }()
+	// A first readiness check now, so that the first scrape finds
+	// igmirror_store_ready known and does not write to the store itself.
+	a.ready.get()
+	if a.cfg.SubscriptionCheckInterval > 0 && a.subs.Enabled() {
+		ctx, cancel := context.WithCancel(context.Background())
+		a.subCancel, a.subDone = cancel, make(chan struct{})
+		go func() { defer close(a.subDone); a.subs.Run(ctx, a.cfg.SubscriptionCheckInterval) }()
+	}
 	a.publicSrv = a.server(a.public)
 	a.adminSrv = a.server(a.admin)
-	for _, s := range []struct {
+	serve := []struct {
 		srv *http.Server
 		ln  net.Listener
-	}{{a.publicSrv, a.publicLn}, {a.adminSrv, a.adminLn}} {
+	}{{a.publicSrv, a.publicLn}, {a.adminSrv, a.adminLn}}
+	attrs := []any{"http_addr", a.publicLn.Addr().String(), "admin_addr", a.adminLn.Addr().String()}
+	if a.metricsLn != nil {
+		a.metricsSrv = a.server(a.metricsMux)
+		serve = append(serve, struct {
+			srv *http.Server
+			ln  net.Listener
+		}{a.metricsSrv, a.metricsLn})
+		attrs = append(attrs, "metrics_addr", a.metricsLn.Addr().String())
+	}
+	for _, s := range serve {
 		go func() {
 			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.errs <- err
 			}
 		}()
 	}
-	a.log.Info("listening", "http_addr", a.publicLn.Addr().String(), "admin_addr", a.adminLn.Addr().String())
+	a.log.Info("listening", attrs...)
 	return nil
 }
 
@@ -191,18 +245,33 @@ func (a *App) PublicAddr() string { return a.publicLn.Addr().String() }
 // AdminAddr is the bound admin address.
 func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 
+// MetricsAddr is the bound metrics address, "" when /metrics is served on
+// the public listener.
+func (a *App) MetricsAddr() string {
+	if a.metricsLn == nil {
+		return ""
+	}
+	return a.metricsLn.Addr().String()
+}
+
 // Shutdown stops in the reverse order of start-up: the listeners (letting
-// in-flight requests finish), the reconciler, the mirror (draining the
-// queue for at most MIRROR_DRAIN_TIMEOUT), then the databases.
+// in-flight requests finish), the subscription watch, the reconciler, the
+// mirror (draining the queue for at most MIRROR_DRAIN_TIMEOUT), then the
+// databases. The metrics listener closes last of the three, so that a
+// scrape can still see the service drain.
 func (a *App) Shutdown(ctx context.Context) error {
 	var errs []error
 	a.stopOnce.Do(func() {
 		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
-		for _, s := range []*http.Server{a.publicSrv, a.adminSrv} {
+		for _, s := range []*http.Server{a.publicSrv, a.adminSrv, a.metricsSrv} {
 			if s != nil {
 				errs = append(errs, s.Shutdown(hctx))
 			}
+		}
+		if a.subCancel != nil {
+			a.subCancel()
+			<-a.subDone
 		}
 		if a.recCancel != nil {
 			a.recCancel()

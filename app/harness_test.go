@@ -25,6 +25,7 @@ const (
 	testAppSecret   = "test-app-secret-5f1e"
 	testAdminToken  = "test-admin-token-9c2d"
 	testVerifyToken = "test-verify-token-77aa"
+	testInstanceID  = "igmirror-test-1"
 )
 
 // testApp is the whole service started in-process on loopback port 0.
@@ -53,7 +54,11 @@ func testConfig(t testing.TB) config.Config {
 		"INSTAGRAM_VERIFY_TOKEN=" + testVerifyToken,
 		"MIRROR_DRAIN_TIMEOUT=5s",
 		"MIRROR_RECONCILE_INTERVAL=0",
+		// Off, so that a test's fake Graph API sees only the look-ups it
+		// expects; the subscription tests turn it on.
+		"SUBSCRIPTION_CHECK_INTERVAL=0",
 		"LOG_LEVEL=debug",
+		"INSTANCE_ID=" + testInstanceID,
 	})
 	if err != nil {
 		t.Fatalf("test config: %v", err)

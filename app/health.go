@@ -13,17 +13,32 @@ func (a *App) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz is readiness: SQLite takes a write. The CRM's state is reported
-// but never fails it, since messages are stored without the CRM. It is on
-// the public listener, so the CRM's last error, which names its user and
-// addresses, stays out of it: operators read it in /admin/mirror/stats.
+// readyzTimeout bounds the write /readyz (and the store_ready gauge) tries.
+const readyzTimeout = 2 * time.Second
+
+// storeReadyTTL is how long the store_ready gauge shows the last check's
+// result before a scrape checks again itself.
+const storeReadyTTL = 30 * time.Second
+
+// readyz is readiness: SQLite takes a write. The CRM's state and the
+// webhook subscription's are reported but never fail it, since messages
+// are stored without the CRM, and a lost subscription is not cured by
+// taking this instance out of a load balancer. It is on the public
+// listener, so the CRM's last error, which names its user and addresses,
+// and the subscription check's stay out of it: operators read them in
+// /admin/mirror/stats and /admin/subscription.
 func (a *App) readyz(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), readyzTimeout)
 	defer cancel()
 	crm := a.mirrorStatus()
 	crm.LastError = ""
-	body := map[string]any{"crm": crm}
-	if err := a.store.CheckWritable(ctx); err != nil {
+	sub := a.subs.Status()
+	body := map[string]any{"crm": crm, "subscription": map[string]any{
+		"state": sub.State, "since": sub.Since, "last_check": timeOrNil(sub.LastCheck),
+	}}
+	err := a.store.CheckWritable(ctx)
+	a.ready.set(err == nil)
+	if err != nil {
 		a.log.Warn("readiness: sqlite not writable", "err", err)
 		body["status"] = "not ready"
 		body["sqlite"] = "not writable"

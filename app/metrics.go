@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -45,6 +46,9 @@ type metrics struct {
 	httpDuration *prometheus.HistogramVec
 	insertSecs   prometheus.Histogram
 	lookups      *prometheus.CounterVec
+	// lastDelivery is the dead man's switch: Meta stops delivering,
+	// without any error here, to an app it has unsubscribed.
+	lastDelivery prometheus.Gauge
 
 	httpSeries sync.Map // httpSeries → prometheus.Observer
 
@@ -82,6 +86,10 @@ func newMetrics() *metrics {
 			Namespace: ns, Name: "username_lookups_total",
 			Help: "Username look-ups by outcome: hit (cache), miss (fetched), fallback (user id used).",
 		}, []string{"outcome"}),
+		lastDelivery: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "last_delivery_timestamp_seconds",
+			Help: "Unix time of the last accepted (stored) webhook delivery; 0 = none since the process started.",
+		}),
 	}
 	for _, o := range deliveryOutcomes {
 		m.deliveries.WithLabelValues(o)
@@ -98,7 +106,7 @@ func newMetrics() *metrics {
 	for _, o := range []instagram.LookupOutcome{instagram.LookupHit, instagram.LookupMiss, instagram.LookupFallback} {
 		m.lookups.WithLabelValues(string(o))
 	}
-	m.reg.MustRegister(m.deliveries, m.items, m.messages, m.httpDuration, m.insertSecs, m.lookups,
+	m.reg.MustRegister(m.deliveries, m.items, m.messages, m.httpDuration, m.insertSecs, m.lookups, m.lastDelivery,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -250,4 +258,76 @@ func (m *metrics) registerMirror(pool *mirror.Pool, rec *mirror.Reconciler, stat
 			return 0
 		}))
 	}
+}
+
+// registerInstance exposes igmirror_instance_info{instance_id}: always 1,
+// so that a query can name instances by INSTANCE_ID rather than by the
+// scrape address, which changes when a container moves.
+func (m *metrics) registerInstance(id string) {
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: ns, Name: "instance_info", Help: "Always 1; instance_id is this instance's INSTANCE_ID.",
+	}, []string{"instance_id"})
+	info.WithLabelValues(id).Set(1)
+	m.reg.MustRegister(info)
+}
+
+// registerStoreReads exposes the gauges read from the store at scrape
+// time: the mirror lag, the messages in each mirror state, and whether
+// the store takes a write. Each read is cached (cachedRead), so a scrape
+// storm costs the store one query per gauge every few seconds.
+func (m *metrics) registerStoreReads(lag lagSource, counts statusCounter, ready *cachedRead[bool], log *slog.Logger) {
+	_, lagSeconds := newLagGauge(lag, log)
+	byStatus := newCachedRead("messages_by_mirror_status", log, counts.CountByStatus)
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "mirror_lag_seconds",
+			Help: "Age of the oldest message not yet in the CRM (pending, dropped or failed); 0 when there is none.",
+		}, lagSeconds),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "store_ready",
+			Help: "1 when the local store took a write at the last check (by /readyz or a scrape), else 0.",
+		}, func() float64 {
+			if ok, _ := ready.get(); ok {
+				return 1
+			}
+			return 0
+		}),
+	)
+	for _, st := range []domain.MirrorStatus{domain.MirrorPending, domain.MirrorMirrored, domain.MirrorDropped, domain.MirrorFailed, domain.MirrorDisabled} {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "messages_by_mirror_status",
+			Help:        "Messages in the local store by mirror_status (failed ones wait for an operator's resync once out of attempts).",
+			ConstLabels: prometheus.Labels{"mirror_status": string(st)},
+		}, func() float64 {
+			c, _ := byStatus.get()
+			return float64(c[st])
+		}))
+	}
+}
+
+// registerSubscription exposes the webhook subscription's state, one
+// series per state (1 for the current one), and when it was last checked.
+func (m *metrics) registerSubscription(w *instagram.SubscriptionWatcher) {
+	for _, st := range instagram.SubscriptionStates {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "subscription_state",
+			Help:        "1 for the state the last check of the app's webhook subscription found (unknown without INSTAGRAM_ACCESS_TOKEN), 0 for the others.",
+			ConstLabels: prometheus.Labels{"state": string(st)},
+		}, func() float64 {
+			if w.Status().State == st {
+				return 1
+			}
+			return 0
+		}))
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Name: "subscription_last_check_timestamp_seconds",
+		Help: "Unix time the webhook subscription was last checked (0 = never).",
+	}, func() float64 {
+		t := w.Status().LastCheck
+		if t.IsZero() {
+			return 0
+		}
+		return float64(t.UnixNano()) / 1e9
+	}))
 }

@@ -335,6 +335,7 @@ func openapiMirrorOff(t *testing.T, spec *openapiSpec) (rejectedExists bool) {
 
 	// The mirror is off: stats say so with nulls, and resync is a conflict.
 	ok("mirrorStats", http.MethodGet, "/admin/mirror/stats", nil, http.StatusOK)
+	ok("subscription", http.MethodGet, "/admin/subscription", nil, http.StatusOK)
 	ok("resync", http.MethodPost, "/admin/mirror/resync", nil, http.StatusConflict)
 	ok("resync", http.MethodPost, "/admin/mirror/resync", []byte(`{"mirror_status":"pending"}`), http.StatusConflict)
 

@@ -30,12 +30,14 @@ func newAPIError(status int, msg string) error { return &apiError{status: status
 
 // The listeners' names, as in logs and metrics, and the webhook's route.
 const (
-	listenerPublic = "public"
-	listenerAdmin  = "admin"
-	webhookRoute   = "/webhooks/instagram"
+	listenerPublic  = "public"
+	listenerAdmin   = "admin"
+	listenerMetrics = "metrics"
+	webhookRoute    = "/webhooks/instagram"
 )
 
-// newPublic builds the public listener's routes: webhooks, health, metrics.
+// newPublic builds the public listener's routes: webhooks, health, and
+// metrics unless METRICS_ADDR gives them a listener of their own.
 func (a *App) newPublic() *echo.Echo {
 	e := a.newEcho(listenerPublic)
 	wh := &webhookHandler{cfg: a.cfg, ingester: a.ingester, metrics: a.metrics, log: a.log,
@@ -44,8 +46,21 @@ func (a *App) newPublic() *echo.Echo {
 	e.POST(webhookRoute, wh.receive)
 	e.GET("/healthz", a.healthz)
 	e.GET("/readyz", a.readyz)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{})))
+	if a.cfg.MetricsAddr == "" {
+		e.GET("/metrics", a.metricsHandler())
+	}
 	return e
+}
+
+// newMetricsListener builds the METRICS_ADDR listener: /metrics only.
+func (a *App) newMetricsListener() *echo.Echo {
+	e := a.newEcho(listenerMetrics)
+	e.GET("/metrics", a.metricsHandler())
+	return e
+}
+
+func (a *App) metricsHandler() echo.HandlerFunc {
+	return echo.WrapHandler(promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 }
 
 // newEcho returns an Echo with the shared middleware and error handler.

@@ -65,6 +65,9 @@ func storeFailExpect(t *testing.T, ta *testApp, n int, wantOK bool) {
 		if ready != http.StatusOK {
 			t.Fatalf("readyz: got %d %s, want 200", ready, readyBody)
 		}
+		if ok, _ := ta.ready.get(); !ok {
+			t.Errorf("igmirror_store_ready after a good readiness check: got 0, want 1")
+		}
 		return
 	}
 	if code < 500 {
@@ -79,6 +82,12 @@ func storeFailExpect(t *testing.T, ta *testApp, n int, wantOK bool) {
 	}
 	if code, _ := ta.get(ta.base + "/healthz"); code != http.StatusOK {
 		t.Errorf("healthz: got %d, want 200 (the process is alive)", code)
+	}
+	// The gauge's cached value, not a scrape: a scrape also reads the
+	// store, and a read connection opened now would create a stray file
+	// in the replacement directory of TestStoreDirectoryGone.
+	if ok, _ := ta.ready.get(); ok {
+		t.Errorf("igmirror_store_ready after a failed readiness check: got 1, want 0")
 	}
 }
 

@@ -88,6 +88,7 @@ func (h *webhookHandler) receive(c echo.Context) error {
 		return err
 	}
 	h.metrics.delivered.Inc()
+	h.metrics.lastDelivery.SetToCurrentTime()
 	h.metrics.countItems(d.Counts)
 	return c.JSONBlob(http.StatusOK, receipt(len(res.New), res.Duplicates, res.Unsent))
 }

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caarlos0/env/v11"
 )
@@ -26,6 +27,10 @@ type Config struct {
 	AdminAddr       string `env:"ADMIN_ADDR" envDefault:"127.0.0.1:8081"`
 	AdminToken      string `env:"ADMIN_TOKEN" secret:"true"`
 	HTTPMaxBodySize int64  `env:"HTTP_MAX_BODY_BYTES" envDefault:"8388608"`
+	// MetricsAddr, when set, moves /metrics off the public listener onto
+	// a listener of its own, so that scrapes need not reach the port Meta
+	// posts to.
+	MetricsAddr string `env:"METRICS_ADDR"`
 
 	SQLitePath        string `env:"SQLITE_PATH" envDefault:"instagram_automation.db"`
 	SQLiteSynchronous string `env:"SQLITE_SYNCHRONOUS" envDefault:"NORMAL"`
@@ -46,6 +51,10 @@ type Config struct {
 	InstagramGraphURL      string        `env:"INSTAGRAM_GRAPH_URL" envDefault:"https://graph.instagram.com/v21.0" redact:"url"`
 	InstagramAllowUnsigned bool          `env:"INSTAGRAM_ALLOW_UNSIGNED" envDefault:"false"`
 	UsernameCacheTTL       time.Duration `env:"INSTAGRAM_USERNAME_CACHE_TTL" envDefault:"24h"`
+	// SubscriptionCheckInterval is how often the app's webhook
+	// subscription is checked with the Graph API (needs
+	// INSTAGRAM_ACCESS_TOKEN); 0 turns the check off.
+	SubscriptionCheckInterval time.Duration `env:"SUBSCRIPTION_CHECK_INTERVAL" envDefault:"5m"`
 
 	CRMEnabled  bool   `env:"CRM_MYSQL_ENABLED" envDefault:"false"`
 	CRMHost     string `env:"CRM_MYSQL_HOST" envDefault:"127.0.0.1"`
@@ -93,6 +102,11 @@ func Load(environ []string) (Config, error) {
 // UsesPostgres reports whether DATABASE_URL names a PostgreSQL store.
 func (c Config) UsesPostgres() bool { return c.DatabaseURL != "" }
 
+// minSubscriptionCheck keeps a mistyped SUBSCRIPTION_CHECK_INTERVAL (say
+// "5s" for "5m") from spending the Graph API's rate limit, which the
+// username look-ups share.
+const minSubscriptionCheck = 30 * time.Second
+
 // describe turns env's aggregate error into one line per bad variable,
 // naming the variable rather than the Go field.
 func describe(err error) error {
@@ -138,6 +152,14 @@ func (c Config) Validate() error {
 	if err := checkAddr(c.AdminAddr); err != nil {
 		return bad("ADMIN_ADDR", err.Error())
 	}
+	if c.MetricsAddr != "" {
+		if err := checkAddr(c.MetricsAddr); err != nil {
+			return bad("METRICS_ADDR", err.Error()+"; leave it empty to serve /metrics on HTTP_ADDR")
+		}
+	}
+	if strings.TrimSpace(c.InstanceID) == "" || len(c.InstanceID) > 128 || !utf8.ValidString(c.InstanceID) {
+		return bad("INSTANCE_ID", "must be 1 to 128 bytes of UTF-8 (empty = the host name)")
+	}
 	if c.AdminToken == "" && !isLoopback(c.AdminAddr) {
 		return bad("ADMIN_ADDR", "a non-loopback admin listener needs ADMIN_TOKEN")
 	}
@@ -172,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.UsernameCacheTTL <= 0 {
 		return bad("INSTAGRAM_USERNAME_CACHE_TTL", "must be positive")
+	}
+	if c.SubscriptionCheckInterval < 0 || (c.SubscriptionCheckInterval > 0 && c.SubscriptionCheckInterval < minSubscriptionCheck) {
+		return bad("SUBSCRIPTION_CHECK_INTERVAL", "must be 0 (off) or at least "+minSubscriptionCheck.String())
 	}
 	if c.CRMEnabled {
 		switch {

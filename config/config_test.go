@@ -32,8 +32,9 @@ func TestDefaults(t *testing.T) {
 		MirrorLeaseTimeout: 30 * time.Second,
 		DeliveryRetention:  168 * time.Hour,
 
-		InstagramGraphURL: "https://graph.instagram.com/v21.0",
-		UsernameCacheTTL:  24 * time.Hour,
+		InstagramGraphURL:         "https://graph.instagram.com/v21.0",
+		UsernameCacheTTL:          24 * time.Hour,
+		SubscriptionCheckInterval: 5 * time.Minute,
 
 		CRMEnabled: false,
 		CRMHost:    "127.0.0.1",
@@ -52,6 +53,12 @@ func TestDefaults(t *testing.T) {
 		LogLevel:  "info",
 		LogFormat: "json",
 	}
+	// CONTRACT.md: INSTANCE_ID defaults to the host name.
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatalf("os.Hostname: %v", err)
+	}
+	want.InstanceID = host
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
 	}
@@ -87,6 +94,9 @@ func TestLoadReadsEverySetting(t *testing.T) {
 		"MIRROR_MAX_ATTEMPTS=3",
 		"LOG_LEVEL=debug",
 		"LOG_FORMAT=text",
+		"METRICS_ADDR=127.0.0.1:9100",
+		"INSTANCE_ID=igmirror-a",
+		"SUBSCRIPTION_CHECK_INTERVAL=1m",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +123,9 @@ func TestLoadReadsEverySetting(t *testing.T) {
 		{"MIRROR_MAX_ATTEMPTS", cfg.MirrorMaxAttempts, 3},
 		{"LOG_LEVEL", cfg.LogLevel, "debug"},
 		{"LOG_FORMAT", cfg.LogFormat, "text"},
+		{"METRICS_ADDR", cfg.MetricsAddr, "127.0.0.1:9100"},
+		{"INSTANCE_ID", cfg.InstanceID, "igmirror-a"},
+		{"SUBSCRIPTION_CHECK_INTERVAL", cfg.SubscriptionCheckInterval, time.Minute},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
@@ -169,6 +182,12 @@ func TestBadValueNamesTheVariable(t *testing.T) {
 		{"body limit tiny", []string{"HTTP_MAX_BODY_BYTES=10"}, "HTTP_MAX_BODY_BYTES"},
 		{"public admin without token", []string{"ADMIN_ADDR=0.0.0.0:8081"}, "ADMIN_ADDR"},
 		{"all-interfaces admin without token", []string{"ADMIN_ADDR=:8081"}, "ADMIN_ADDR"},
+		{"metrics addr without port", []string{"METRICS_ADDR=localhost"}, "METRICS_ADDR"},
+		{"metrics addr a url", []string{"METRICS_ADDR=http://0.0.0.0:9100/metrics"}, "METRICS_ADDR"},
+		{"instance id blank", []string{"INSTANCE_ID= "}, "INSTANCE_ID"},
+		{"subscription check negative", []string{"SUBSCRIPTION_CHECK_INTERVAL=-1m"}, "SUBSCRIPTION_CHECK_INTERVAL"},
+		{"subscription check too often", []string{"SUBSCRIPTION_CHECK_INTERVAL=5s"}, "SUBSCRIPTION_CHECK_INTERVAL"},
+		{"subscription check without unit", []string{"SUBSCRIPTION_CHECK_INTERVAL=5"}, "SUBSCRIPTION_CHECK_INTERVAL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Load(tc.env)
@@ -196,6 +215,8 @@ func TestGoodEdgeValues(t *testing.T) {
 		{"CRM_MYSQL_TABLE=crm_Messages_2"},
 		{"CRM_MYSQL_TLS=true"}, {"CRM_MYSQL_TLS=false"},
 		{"LOG_LEVEL=WARN"},
+		{"METRICS_ADDR=:9100"}, {"METRICS_ADDR=127.0.0.1:0"},
+		{"SUBSCRIPTION_CHECK_INTERVAL=0"}, {"SUBSCRIPTION_CHECK_INTERVAL=30s"},
 		// The mirror off: CRM credentials are not needed.
 		{"CRM_MYSQL_ENABLED=false", "CRM_MYSQL_HOST="},
 	} {
