@@ -149,7 +149,9 @@ func Open(opts Options) (*Store, error) {
 	gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: db}), &gorm.Config{
 		Logger:                 newGormLogger(opts.Logger),
 		SkipDefaultTransaction: true,
-		NowFunc:                func() time.Time { return time.Now().UTC() },
+		// Open pings itself, within ConnectTimeout.
+		DisableAutomaticPing: true,
+		NowFunc:              func() time.Time { return time.Now().UTC() },
 	})
 	if err != nil {
 		_ = db.Close()
