@@ -17,7 +17,7 @@ func TestConformance(t *testing.T) {
 		db := pgtest.New(t)
 		return func(t *testing.T, o storetest.Options) domain.Store {
 			t.Helper()
-			s, err := postgres.Open(postgres.Options{URL: db.URL, InstanceID: o.InstanceID, LeaseTimeout: o.LeaseTimeout, Logger: quiet})
+			s, err := postgres.Open(postgres.Options{URL: db.URL, InstanceID: o.InstanceID, LeaseTimeout: o.LeaseTimeout, NoRenew: o.NoRenew, Logger: quiet})
 			if err != nil {
 				t.Fatalf("open postgres store: %v", err)
 			}

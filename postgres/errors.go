@@ -23,6 +23,10 @@ func (s *Store) wrap(what string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if s.closed.Load() {
+		// The pool is closed under the call: say so in the port's terms.
+		return fmt.Errorf("%s: %w", what, domain.ErrClosed)
+	}
 	switch {
 	case errors.Is(err, domain.ErrClosed), errors.Is(err, domain.ErrNotFound), errors.Is(err, domain.ErrBadCursor):
 		return fmt.Errorf("%s: %w", what, err)

@@ -18,8 +18,9 @@ func (p *params) add(x any) string {
 	return "$" + strconv.Itoa(len(p.v))
 }
 
-// Claim records an attempt on each of ids that is pending and owned by
-// this instance under a live lease, and returns those. The lease is
+// Claim records an attempt on each of ids that is pending (or mirrored:
+// an operator's check, which ClaimCandidates handed over in that state)
+// and owned by this instance under a live lease, and returns those. The lease is
 // checked in the UPDATE's own WHERE, on the database's clock: an instance
 // whose lease has lapsed, or whose message another instance has taken
 // over (the row lock makes the two UPDATEs take turns, and the second
@@ -33,7 +34,7 @@ func (s *Store) Claim(ctx context.Context, ids []int64) ([]domain.Claim, error) 
 	ids = slices.Clone(ids)
 	slices.Sort(ids)
 	rows, err := s.db.QueryContext(ctx, "UPDATE messages SET mirror_attempts = mirror_attempts + 1, mirror_last_attempt_at = now() "+
-		"WHERE id = ANY($1) AND mirror_status = 'pending' AND mirror_owner = $2 "+
+		"WHERE id = ANY($1) AND mirror_status IN ('pending', 'mirrored') AND mirror_owner = $2 "+
 		"AND EXISTS (SELECT 1 FROM mirror_leases WHERE owner = $2 AND expires_at > now()) "+
 		"RETURNING id, mirror_attempts, mirror_status", ids, s.lease.owner)
 	if err != nil {
@@ -173,8 +174,9 @@ func anyOf(conds []string) string {
 // it), and the UPDATE re-checks the whole condition on the row it writes,
 // so that a message that changed since the statement's snapshot (became
 // mirrored, was claimed by another instance) is not taken: a takeover
-// never overwrites a message that became mirrored. Dropped, failed,
-// disabled and mirrored ones become pending; all become this instance's.
+// never overwrites a message that became mirrored. Dropped, failed and
+// disabled ones become pending, mirrored ones stay mirrored (an
+// operator's check; Claim takes them so); all become this instance's.
 // It returns them as they were before the claim.
 func (s *Store) ClaimCandidates(ctx context.Context, q domain.CandidateQuery) ([]domain.Message, error) {
 	limit := q.Limit
@@ -206,7 +208,7 @@ func (s *Store) ClaimCandidates(ctx context.Context, q domain.CandidateQuery) ([
 		"firsts AS (SELECT DISTINCT id FROM pick ORDER BY id LIMIT " + n + "), " +
 		"locked AS (SELECT a.id, a.mirror_status, a.mirror_owner FROM messages a WHERE a.id IN (SELECT id FROM firsts) AND " + full +
 		" ORDER BY a.id FOR UPDATE SKIP LOCKED) " +
-		"UPDATE messages a SET mirror_owner = " + me + ", mirror_status = 'pending' FROM locked b WHERE a.id = b.id AND " + full +
+		"UPDATE messages a SET mirror_owner = " + me + ", mirror_status = CASE b.mirror_status WHEN 'mirrored' THEN 'mirrored' ELSE 'pending' END FROM locked b WHERE a.id = b.id AND " + full +
 		" RETURNING " + strings.Join(returning, ", ")
 	ctx, cancel := s.bound(ctx)
 	defer cancel()

@@ -20,23 +20,27 @@ type slot struct {
 
 func (sl slot) msg() *domain.Message { return &sl.r.batch.Messages[sl.i] }
 
-// insertSQL inserts the rows of parallel arrays, one per column. The
-// UNIQUE constraint decides which are new: a mid already stored (or being
-// stored by another instance's transaction, which this one then waits
-// for) is skipped, never an error, and RETURNING names the rows actually
-// inserted.
-const insertSQL = `INSERT INTO messages (instagram_message_id, sender_id, recipient_id, direction, message_text, timestamp, created_at,
+// insertSQL inserts the rows of parallel arrays, one per column, with
+// the ids the writer drew for them. The UNIQUE constraint decides which
+// are new: a mid already stored (or being stored by another instance's
+// transaction, which this one then waits for) is skipped, never an error,
+// and RETURNING names the rows actually inserted.
+const insertSQL = `INSERT INTO messages (id, instagram_message_id, sender_id, recipient_id, direction, message_text, timestamp, created_at,
 	mirror_status, user_id, attachments, reply_to_mid, standby, mirror_owner)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
-	$8::text[], $9::text[], $10::text[], $11::text[], $12::boolean[], $13::text[])
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[],
+	$9::text[], $10::text[], $11::text[], $12::text[], $13::boolean[], $14::text[])
 ON CONFLICT (instagram_message_id) DO NOTHING
-RETURNING id, instagram_message_id`
+RETURNING id`
+
+// drawIDsSQL draws n ids from the messages' identity sequence, ascending.
+const drawIDsSQL = "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1) ORDER BY 1"
 
 // rowsPerStmt bounds one INSERT's rows.
 const rowsPerStmt = 1000
 
 // columns are the insertSQL arguments being built.
 type columns struct {
+	id                                 []int64
 	mid                                []*string
 	sender, recipient, direction, text []string
 	ts, created                        []time.Time
@@ -48,6 +52,7 @@ type columns struct {
 func (c *columns) reset() { *c = columns{} }
 
 func (c *columns) add(m *domain.Message) {
+	c.id = append(c.id, m.ID)
 	c.mid = append(c.mid, m.InstagramMessageID)
 	c.sender = append(c.sender, m.SenderID)
 	c.recipient = append(c.recipient, m.RecipientID)
@@ -64,20 +69,21 @@ func (c *columns) add(m *domain.Message) {
 }
 
 func (c *columns) args() []any {
-	return []any{c.mid, c.sender, c.recipient, c.direction, c.text, c.ts, c.created,
+	return []any{c.id, c.mid, c.sender, c.recipient, c.direction, c.text, c.ts, c.created,
 		c.status, c.user, c.attachments, c.replyTo, c.standby, c.owner}
 }
 
 // insertAll inserts every message of the batch and marks as new exactly
-// the messages the database inserted. Ids are mapped back by mid, never
-// by position: the first message of the group with a mid gets the row
-// the statement inserted for it, any later one with the same mid is a
-// duplicate (it is not sent to the database at all). Rows go in mid
-// order, so that two instances inserting overlapping mids wait for each
-// other in one order and never deadlock. A message without a mid is
-// always new; each has a statement of its own, so its id is its row's.
+// the messages the database inserted. Ids are drawn from the sequence
+// first and given in the order of the messages, so they follow it; rows
+// then go to the database in mid order, so that two instances inserting
+// overlapping mids wait for each other in one order and never deadlock.
+// RETURNING names the ids inserted. The first message of the group with
+// a mid is the one offered to the database; any later one with the same
+// mid is a duplicate of it, stored now or before. A message without a
+// mid is always new.
 func (s *Store) insertAll(ctx context.Context, tx *sql.Tx, batch []*writeReq, now time.Time) error {
-	var keyed, bare []slot
+	var rows []slot
 	first := map[string]bool{}
 	for _, r := range batch {
 		if r.batch == nil {
@@ -89,52 +95,89 @@ func (s *Store) insertAll(ctx context.Context, tx *sql.Tx, batch []*writeReq, no
 			m.ID, m.CreatedAt = 0, now
 			m.Timestamp = m.Timestamp.UTC().Truncate(time.Microsecond)
 			m.MirrorOwner = s.lease.owner
-			switch {
-			case m.InstagramMessageID == nil:
-				bare = append(bare, slot{r, i})
-			case !first[m.MID()]:
-				first[m.MID()] = true
-				keyed = append(keyed, slot{r, i})
+			if mid := m.InstagramMessageID; mid != nil {
+				if first[*mid] {
+					continue
+				}
+				first[*mid] = true
 			}
+			rows = append(rows, slot{r, i})
 		}
 	}
-	slices.SortFunc(keyed, func(a, b slot) int { return cmp.Compare(a.msg().MID(), b.msg().MID()) })
-	ids := make(map[string]int64, len(keyed))
+	if len(rows) == 0 {
+		return nil
+	}
+	if err := drawIDs(ctx, tx, rows); err != nil {
+		return fmt.Errorf("draw message ids: %w", err)
+	}
+	slices.SortStableFunc(rows, func(a, b slot) int {
+		ma, mb := a.msg().InstagramMessageID, b.msg().InstagramMessageID
+		switch {
+		case ma == nil || mb == nil:
+			return cmp.Compare(boolInt(ma == nil), boolInt(mb == nil))
+		}
+		return cmp.Compare(*ma, *mb)
+	})
+	inserted := make(map[int64]bool, len(rows))
 	var cols columns
-	for part := range slices.Chunk(keyed, rowsPerStmt) {
+	for part := range slices.Chunk(rows, rowsPerStmt) {
 		cols.reset()
 		for _, sl := range part {
 			cols.add(sl.msg())
 		}
-		if err := returnIDs(ctx, tx, cols.args(), func(id int64, mid string) { ids[mid] = id }); err != nil {
+		if err := returnIDs(ctx, tx, cols.args(), func(id int64) { inserted[id] = true }); err != nil {
 			return fmt.Errorf("insert messages: %w", err)
 		}
 	}
-	for _, sl := range keyed {
+	for _, sl := range rows {
 		m := sl.msg()
-		if id, ok := ids[m.MID()]; ok {
-			m.ID = id
+		if inserted[m.ID] {
 			sl.r.isNew[sl.i] = true
+			continue
 		}
+		if m.InstagramMessageID == nil {
+			return fmt.Errorf("insert message without mid: no row inserted")
+		}
+		m.ID = 0
 	}
-	for _, sl := range bare {
-		m := sl.msg()
-		cols.reset()
-		cols.add(m)
-		err := returnIDs(ctx, tx, cols.args(), func(id int64, _ string) { m.ID = id })
-		if err != nil {
-			return fmt.Errorf("insert message without mid: %w", err)
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// drawIDs gives the rows, in their order, ascending ids from the sequence.
+func drawIDs(ctx context.Context, tx *sql.Tx, rows []slot) error {
+	res, err := tx.QueryContext(ctx, drawIDsSQL, len(rows))
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	i := 0
+	for res.Next() {
+		if i == len(rows) {
+			return fmt.Errorf("more ids than asked for")
 		}
-		if m.ID == 0 {
-			return fmt.Errorf("insert message without mid: no row returned")
+		if err := res.Scan(&rows[i].msg().ID); err != nil {
+			return err
 		}
-		sl.r.isNew[sl.i] = true
+		i++
+	}
+	if err := res.Err(); err != nil {
+		return err
+	}
+	if i != len(rows) {
+		return fmt.Errorf("%d ids for %d messages", i, len(rows))
 	}
 	return nil
 }
 
 // returnIDs runs insertSQL and calls fn for every inserted row.
-func returnIDs(ctx context.Context, tx *sql.Tx, args []any, fn func(id int64, mid string)) error {
+func returnIDs(ctx context.Context, tx *sql.Tx, args []any, fn func(id int64)) error {
 	rows, err := tx.QueryContext(ctx, insertSQL, args...)
 	if err != nil {
 		return err
@@ -142,11 +185,10 @@ func returnIDs(ctx context.Context, tx *sql.Tx, args []any, fn func(id int64, mi
 	defer rows.Close()
 	for rows.Next() {
 		var id int64
-		var mid sql.NullString
-		if err := rows.Scan(&id, &mid); err != nil {
+		if err := rows.Scan(&id); err != nil {
 			return err
 		}
-		fn(id, mid.String)
+		fn(id)
 	}
 	return rows.Err()
 }

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,10 @@ type Options struct {
 	MaxConns int
 	// MaxBatch bounds how many messages one group commit may hold; 0 means 2000.
 	MaxBatch int
+	// NoRenew, for tests only, takes the lease once at open and never
+	// renews it, so that it lapses after LeaseTimeout while the store
+	// stays open (a process that hangs). Close still releases it.
+	NoRenew bool
 }
 
 // Store is the PostgreSQL store.
@@ -192,8 +197,10 @@ func Open(opts Options) (*Store, error) {
 		_ = s.Close()
 		return nil, s.wrap(fmt.Sprintf("open postgres %s: take mirror lease", Redacted(opts.URL)), err)
 	}
-	s.renewDone = make(chan struct{})
-	go s.keepLease()
+	if !opts.NoRenew {
+		s.renewDone = make(chan struct{})
+		go s.keepLease()
+	}
 	return s, nil
 }
 
@@ -240,9 +247,20 @@ func (s *Store) Save(ctx context.Context, b domain.Batch) (domain.SaveResult, er
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	// The writer fills in its own copy: a caller whose context ends stops
+	// waiting while the write may still commit, and may reuse its memory.
+	callerDelivery := b.Delivery
+	b.Messages = slices.Clone(b.Messages)
+	if callerDelivery != nil {
+		d := *callerDelivery
+		b.Delivery = &d
+	}
 	r := &writeReq{batch: &b}
 	if err := s.submit(ctx, r); err != nil {
 		return domain.SaveResult{}, s.wrap("save", err)
+	}
+	if callerDelivery != nil {
+		*callerDelivery = *b.Delivery
 	}
 	res := r.res
 	for i, ok := range r.isNew {
@@ -463,11 +481,16 @@ func (s *Store) MarkDropped(ids ...int64) {
 	}
 }
 
-// CheckWritable proves the database accepts writes now.
+// CheckWritable proves the database accepts writes now, through the
+// writer: whatever this instance was handed before (drop marks
+// included) has been committed when it returns.
 func (s *Store) CheckWritable(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	_, err := s.db.ExecContext(ctx, "INSERT INTO health_checks (id, checked_at) VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at")
+	err := s.submit(ctx, &writeReq{apply: func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO health_checks (id, checked_at) VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at")
+		return err
+	}})
 	if err != nil {
 		return s.wrap("check writable", err)
 	}

@@ -10,6 +10,9 @@
 // filters and paging under inserts, every mirror-state transition,
 // leases and claims, reconcile candidates, status counts, the delivery
 // journal, close and reopen.
+//
+// It never bounds how long anything takes; an asynchronous effect
+// (MarkDropped, a lease lapsing) is waited for with check.Eventually.
 package storetest
 
 import (
@@ -25,6 +28,12 @@ type Options struct {
 	InstanceID string
 	// LeaseTimeout is the mirror lease's timeout; 0 = the adapter's default.
 	LeaseTimeout time.Duration
+	// NoRenew, for tests only, makes the instance take its lease once at
+	// open and never renew it, so that the lease lapses after
+	// LeaseTimeout while the instance stays open (a process that hangs or
+	// lost the database). The adapter must honour it: the lease tests
+	// depend on it. Close still releases the lease.
+	NoRenew bool
 }
 
 // Opener opens a new store instance on the database of one test. Each
