@@ -282,3 +282,23 @@ func TestOpenErrorsNeverShowThePassword(t *testing.T) {
 		t.Errorf("error %v does not wrap ErrUnavailable", err)
 	}
 }
+
+func TestWriterStatsCountEveryRequest(t *testing.T) {
+	db := pgtest.New(t)
+	s := mustOpen(t, db, "a", 0)
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Save(context.Background(), domain.Batch{Messages: []domain.Message{msg(t, fmt.Sprint("w", i), domain.MirrorPending)}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	w := s.WriterStats()
+	if w.Requests != 40 || w.Commits < 1 || w.Commits > 40 || w.Failed != 0 || w.Busy <= 0 {
+		t.Errorf("writer stats %+v, want 40 requests in 1..40 commits, none failed", w)
+	}
+}

@@ -28,6 +28,10 @@ func TestUnreachableDatabaseFailsFastAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
+	other, err := postgres.Open(postgres.Options{URL: db.URLVia(proxy.Addr()), InstanceID: "b", Logger: quiet, OpTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	ids := saveN(t, s, "before", 3, domain.MirrorPending)
 
@@ -72,6 +76,14 @@ func TestUnreachableDatabaseFailsFastAndRecovers(t *testing.T) {
 			})
 		}
 	})
+
+	closed := make(chan error, 1)
+	go func() { closed <- other.Close() }()
+	select {
+	case <-closed: // its lease could not be given back; it lapses instead
+	case <-time.After(15 * time.Second):
+		t.Fatal("Close did not return within 15 s with the database blackholed")
+	}
 
 	proxy.Blackhole(false)
 	healed := time.Now()
