@@ -17,6 +17,15 @@
 # IGMIRROR_TEST_THROWAWAY=1 always uses a throwaway MariaDB (needs its programs).
 # (IGMIRROR_REQUIRE_MYSQL=1 turns those skips into failures; CI sets it.)
 #
+# The PostgreSQL tests (internal/testkit/pgtest: the postgres/ store adapter)
+# need a PostgreSQL server whose user may create databases. They use
+# IGMIRROR_TEST_POSTGRES, a postgres:// URL, default
+# postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable; each test makes
+# its own igmirror_t_* database and drops it. With no PostgreSQL they skip
+# (listed at the end like the MySQL ones); IGMIRROR_REQUIRE_POSTGRES=1 turns
+# those skips into failures (CI sets it; .ci/run installs, starts and opens
+# PostgreSQL to user postgres on 127.0.0.1 when needed).
+#
 # The output is go test's own: failures as they happen, then the package lines
 # ("ok  igmirror/..." / "FAIL ..."), then "tests: N passed, N failed, N skipped".
 # The exit status is go test's.
