@@ -20,7 +20,7 @@ const readyzTimeout = 2 * time.Second
 // result before a scrape checks again itself.
 const storeReadyTTL = 30 * time.Second
 
-// readyz is readiness: SQLite takes a write. The CRM's state and the
+// readyz is readiness: the local store (SQLite or PostgreSQL) takes a write. The CRM's state and the
 // webhook subscription's are reported but never fail it, since messages
 // are stored without the CRM, and a lost subscription is not cured by
 // taking this instance out of a load balancer. It is on the public
@@ -38,13 +38,26 @@ func (a *App) readyz(c echo.Context) error {
 	}}
 	err := a.store.CheckWritable(ctx)
 	a.ready.set(err == nil)
+	// "store" names the check whatever the backend; "sqlite" stays for
+	// the probes written when SQLite was the only one.
+	backend := "sqlite"
+	if a.cfg.UsesPostgres() {
+		backend = "postgres"
+	}
+	body["backend"] = backend
 	if err != nil {
-		a.log.Warn("readiness: sqlite not writable", "err", err)
+		a.log.Warn("readiness: local store not writable", "backend", backend, "err", err)
 		body["status"] = "not ready"
-		body["sqlite"] = "not writable"
+		body["store"] = "not writable"
+		if backend == "sqlite" {
+			body["sqlite"] = "not writable"
+		}
 		return c.JSON(http.StatusServiceUnavailable, body)
 	}
 	body["status"] = "ready"
-	body["sqlite"] = "ok"
+	body["store"] = "ok"
+	if backend == "sqlite" {
+		body["sqlite"] = "ok"
+	}
 	return c.JSON(http.StatusOK, body)
 }

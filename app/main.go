@@ -18,7 +18,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Environ(), os.Stdout))
+	os.Exit(command(ctx, os.Args[1:], os.Environ(), os.Stdout))
 }
 
 // run starts the service and blocks until ctx ends, then shuts it down. It
