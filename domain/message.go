@@ -81,6 +81,10 @@ type Message struct {
 	ReplyToMID  string     `gorm:"column:reply_to_mid;not null;default:''" json:"reply_to_mid,omitempty"`
 	Deleted     bool       `gorm:"not null;default:false" json:"deleted"`
 	DeletedAt   *time.Time `json:"deleted_at,omitempty"`
+	// Standby is true for a message that came in entry[].standby[]: the
+	// thread belonged to another app (Meta's handover protocol), so this
+	// service saw the message without owning the conversation.
+	Standby bool `gorm:"not null;default:false" json:"standby"`
 
 	MirrorAttempts      int        `gorm:"not null;default:0" json:"mirror_attempts"`
 	MirrorLastError     string     `gorm:"not null;default:''" json:"mirror_last_error,omitempty"`
@@ -89,6 +93,15 @@ type Message struct {
 	// MirrorDegraded is true when the CRM holds a lossy copy: characters its
 	// charset cannot hold were replaced, or the text was cut to fit.
 	MirrorDegraded bool `gorm:"not null;default:false" json:"mirror_degraded"`
+}
+
+// Edit is a sender's change to the text of a message already sent
+// (Instagram's message_edit): the message's mid, its new text and how
+// many times it has now been edited.
+type Edit struct {
+	MID     string
+	Text    string
+	NumEdit int
 }
 
 // MID returns the Instagram message id, or "" when the message has none.
