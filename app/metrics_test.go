@@ -16,6 +16,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // blackholeCRM points cfg's mirror at a proxy that accepts connections and
@@ -66,7 +67,9 @@ func scrape(t testing.TB, ta *testApp) metricSet {
 	if r.code != http.StatusOK {
 		t.Fatalf("GET /metrics: got %d", r.code)
 	}
-	var p expfmt.TextParser
+	// The zero TextParser panics since prometheus/common v0.74: it has
+	// no name validation scheme.
+	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(string(r.body)))
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
