@@ -33,6 +33,7 @@ type App struct {
 	pool     *mirror.Pool      // nil when the mirror is off
 	rec      *mirror.Reconciler
 	ingester *ingester
+	rejected *rejections // the last refused webhook POSTs
 
 	public, admin       *echo.Echo
 	publicLn, adminLn   net.Listener
@@ -54,7 +55,7 @@ type App struct {
 // password is reported, and retried, while the service runs.
 func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	a := &App{cfg: cfg, log: log, metrics: newMetrics(), errs: make(chan error, 2), started: time.Now().UTC(),
-		readHeaderTimeout: 5 * time.Second}
+		rejected: newRejections(rejectionCapacity), readHeaderTimeout: 5 * time.Second}
 	log.Info("starting igmirror", "config", cfg)
 	if cfg.InstagramAppSecret == "" {
 		if cfg.InstagramAllowUnsigned {

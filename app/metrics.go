@@ -31,9 +31,14 @@ const (
 var deliveryOutcomes = []string{deliveryStored, deliveryUnauthorized, deliveryForbidden, deliveryBadRequest,
 	deliveryTooLarge, deliveryStoreError, deliveryUnsignedDeny}
 
-// Item kinds of a delivery, as the items counter labels them.
+// Item kinds of a delivery, as the items counter labels them: "standby"
+// is a message from entry[].standby[] (either direction); "read" counts
+// Meta's messaging_seen items; "invalid" an item that could not be used
+// (its reason is logged once per process); "other" an item kind or entry
+// key the parser does not know (its name is logged once per process).
 // The order is countItems'.
-var itemKinds = [...]string{"message", "echo", "unsend", "reaction", "read", "postback", "referral", "edit", "change", "other"}
+var itemKinds = [...]string{"message", "echo", "standby", "unsend", "reaction", "read", "postback", "referral", "edit",
+	"change", "invalid", "other"}
 
 // metrics holds the collectors the handlers update directly; the rest are
 // functions reading the bus and the mirror's own counters.
@@ -62,7 +67,7 @@ func newMetrics() *metrics {
 		}, []string{"outcome"}),
 		items: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "webhook_items_total",
-			Help: "Items of accepted deliveries by kind (messages, echoes, unsends, reactions, reads, changes...).",
+			Help: "Items of accepted deliveries by kind (messages, echoes, standby, unsends, reactions, reads, changes, invalid, other...).",
 		}, []string{"kind"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "messages_total",
@@ -123,8 +128,8 @@ func (m *metrics) observeHTTP(listener, route string, status int, d time.Duratio
 
 // countItems adds one delivery's items to the items counter.
 func (m *metrics) countItems(c instagram.Counts) {
-	for i, n := range [len(itemKinds)]int{c.Messages, c.Echoes, c.Unsends, c.Reactions, c.Reads,
-		c.Postbacks, c.Referrals, c.Edits, c.Changes, c.Other} {
+	for i, n := range [len(itemKinds)]int{c.Messages, c.Echoes, c.Standby, c.Unsends, c.Reactions, c.Reads,
+		c.Postbacks, c.Referrals, c.Edits, c.Changes, c.Invalid, c.Other} {
 		if n > 0 {
 			m.itemCounts[i].Add(float64(n))
 		}
