@@ -113,6 +113,16 @@ func checkEnvelope(object string, hasEntry bool) error {
 type parser struct {
 	d    *Delivery
 	seen map[string]struct{} // built only once a delivery holds many messages
+	// spoilt holds the items the loose path could not decode: they are
+	// counted invalid, so the name scan must not name them as unknown.
+	spoilt map[itemPos]struct{}
+}
+
+// itemPos is where an item sits in a delivery.
+type itemPos struct {
+	entry   int
+	standby bool
+	index   int
 }
 
 // smallBatch is how many kept messages a linear duplicate scan handles

@@ -423,7 +423,7 @@ func TestParseHostile(t *testing.T) {
 				if got, want := d.Counts, (instagram.Counts{Messages: 1, Other: 4}); got != want {
 					t.Errorf("counts: got %+v, want %+v", got, want)
 				}
-				if got, want := d.Unknown, []string{"entry.hop_context", "standby.pass_thread_control", "entry.weird"}; !reflect.DeepEqual(got, want) {
+				if got, want := d.Unknown, []string{"entry.hop_context", "entry.weird", "standby.pass_thread_control"}; !reflect.DeepEqual(got, want) {
 					t.Errorf("unknown: got %q, want %q", got, want)
 				}
 			},
@@ -450,6 +450,24 @@ func TestParseHostile(t *testing.T) {
 					if len(n) > len("entry.")+64 {
 						t.Errorf("name of %d bytes, want at most %d", len(n), len("entry.")+64)
 					}
+				}
+			},
+		},
+		{
+			// encoding/json decodes a repeated key from its last occurrence;
+			// the names follow it (found by FuzzParse).
+			name: "a repeated list key names only its last occurrence",
+			body: []byte(`{"object":"instagram","entry":[{"messaging":[{"optin":{}}],"messaging":[],"standby":[{"x":1}],"standby":[` + messageItem("s1", "kept") + `]}],` +
+				`"entry":[{"id":"2","messaging":[{"handover":{}}]}]}`),
+			check: func(t *testing.T, d *instagram.Delivery) {
+				if got, want := d.Unknown, []string{"messaging.handover"}; !reflect.DeepEqual(got, want) {
+					t.Errorf("unknown: got %q, want %q", got, want)
+				}
+				// The second entry list is decoded into the first one's
+				// element, which keeps its standby list: encoding/json
+				// merges, it does not reset.
+				if got, want := d.Counts, (instagram.Counts{Standby: 1, Other: 1}); got != want {
+					t.Errorf("counts: got %+v, want %+v", got, want)
 				}
 			},
 		},

@@ -38,15 +38,15 @@ func parseLoose(body []byte) (*Delivery, error) {
 	}
 	p := parser{d: &Delivery{}}
 	entries := make([]wireEntry, 0, len(*w.Entry))
-	for _, raw := range *w.Entry {
+	for i, raw := range *w.Entry {
 		var le looseEntry
 		if err := json.Unmarshal(raw, &le); err != nil {
 			p.invalid("entry is not an object")
 			continue
 		}
 		var e wireEntry
-		e.Messaging = p.looseItems(le.Messaging, "messaging")
-		e.Standby = p.looseItems(le.Standby, "standby")
+		e.Messaging = p.looseItems(le.Messaging, i, false)
+		e.Standby = p.looseItems(le.Standby, i, true)
 		if len(le.Changes) > 0 {
 			if err := json.Unmarshal(le.Changes, &e.Changes); err != nil {
 				p.invalid("changes is not a list")
@@ -59,11 +59,15 @@ func parseLoose(body []byte) (*Delivery, error) {
 	return p.d, nil
 }
 
-// looseItems decodes one raw list of items, counting each item that does
-// not decode as invalid.
-func (p *parser) looseItems(raw json.RawMessage, list string) []wireItem {
+// looseItems decodes one raw list of items of entry, counting each item
+// that does not decode as invalid.
+func (p *parser) looseItems(raw json.RawMessage, entry int, standby bool) []wireItem {
 	if len(raw) == 0 {
 		return nil
+	}
+	list := "messaging"
+	if standby {
+		list = "standby"
 	}
 	var raws []json.RawMessage
 	if err := json.Unmarshal(raw, &raws); err != nil {
@@ -71,10 +75,14 @@ func (p *parser) looseItems(raw json.RawMessage, list string) []wireItem {
 		return nil
 	}
 	items := make([]wireItem, 0, len(raws))
-	for _, r := range raws {
+	for j, r := range raws {
 		var it wireItem
 		if err := json.Unmarshal(r, &it); err != nil {
 			p.invalid(describeItemError(err))
+			if p.spoilt == nil {
+				p.spoilt = make(map[itemPos]struct{})
+			}
+			p.spoilt[itemPos{entry, standby, j}] = struct{}{}
 			continue
 		}
 		items = append(items, it)

@@ -17,9 +17,11 @@ import (
 const (
 	maxUnknown  = 32 // names per delivery
 	maxNameLen  = 64 // bytes per name
-	noKindName  = "(no kind)"
 	prefixEntry = "entry."
 )
+
+// noKind names an item with no kind at all.
+var noKind = []byte("(no kind)")
 
 // The keys Parse reads. encoding/json matches keys case-insensitively,
 // and so does the scan.
@@ -33,16 +35,31 @@ var (
 // know: each unknown entry key is counted as Other (an item of a kind
 // without a name is already counted by item) and every such name is
 // listed once in Unknown.
+//
+// A key given twice in one object is decoded from its last occurrence,
+// so what a list or entry array yields is kept pending until the object
+// ends, and a later occurrence of the same key replaces it.
 func (p *parser) unknownNames(body []byte) {
-	s := keyScanner{b: body, d: p.d}
+	s := keyScanner{b: body, d: p.d, spoilt: p.spoilt}
 	s.ws()
 	s.object(func(key []byte) {
 		if keyIs(key, "entry") {
+			s.pending, s.pendingOther, s.entryIndex = s.pending[:0], 0, -1
 			s.array(s.entry)
 			return
 		}
 		s.skip()
 	})
+	p.d.Counts.Other += s.pendingOther
+	for _, n := range s.pending {
+		s.unknown(n.prefix, n.key)
+	}
+}
+
+// pendingName is an unknown name found but not yet kept.
+type pendingName struct {
+	prefix string
+	key    []byte
 }
 
 // unknown adds prefix+key to d.Unknown, once, within the bounds.
@@ -75,36 +92,56 @@ type keyScanner struct {
 	b []byte
 	i int
 	d *Delivery // the Parse's delivery, which the scan adds to
+	// spoilt are the items counted invalid, not to be named; entryIndex
+	// is the entry being scanned.
+	spoilt     map[itemPos]struct{}
+	entryIndex int
+
+	pending      []pendingName    // of the entry array being scanned
+	pendingOther int              // its unknown entry keys
+	items        [2][]pendingName // of the entry's messaging and standby lists
 }
 
 func (s *keyScanner) entry() {
+	s.entryIndex++
 	if s.peek() != '{' {
 		s.skip()
 		return
 	}
+	s.items[0], s.items[1] = s.items[0][:0], s.items[1][:0]
 	s.object(func(key []byte) {
 		switch {
 		case keyIs(key, "messaging"):
-			s.array(func() { s.item("messaging.") })
+			s.items[0] = s.items[0][:0]
+			j := 0
+			s.array(func() { s.item(0, "messaging.", itemPos{s.entryIndex, false, j}); j++ })
 		case keyIs(key, "standby"):
-			s.array(func() { s.item("standby.") })
+			s.items[1] = s.items[1][:0]
+			j := 0
+			s.array(func() { s.item(1, "standby.", itemPos{s.entryIndex, true, j}); j++ })
 		case keyIn(key, knownEntryKeys[:]):
 			s.skip()
 		default:
-			s.d.Counts.Other++
-			s.unknown(prefixEntry, key)
+			s.pendingOther++
+			s.pending = append(s.pending, pendingName{prefixEntry, key})
 			s.skip()
 		}
 	})
+	s.pending = append(append(s.pending, s.items[0]...), s.items[1]...)
 }
 
-// item names an item that has no kind Parse knows: by its other keys, or
-// as "(no kind)" when it has none (null, {}, or only a null kind).
-func (s *keyScanner) item(prefix string) {
+// item names the item at pos if it has no kind Parse knows: by its other
+// keys, or as "(no kind)" when it has none (null, {}, or only a null
+// kind).
+func (s *keyScanner) item(list int, prefix string, pos itemPos) {
+	if _, ok := s.spoilt[pos]; ok {
+		s.skip()
+		return
+	}
 	switch s.peek() {
 	case 'n':
 		s.skip()
-		s.unknown(prefix, []byte(noKindName))
+		s.items[list] = append(s.items[list], pendingName{prefix, noKind})
 		return
 	case '{':
 	default:
@@ -132,11 +169,11 @@ func (s *keyScanner) item(prefix string) {
 		return
 	}
 	if n == 0 {
-		s.unknown(prefix, []byte(noKindName))
+		s.items[list] = append(s.items[list], pendingName{prefix, noKind})
 		return
 	}
 	for _, key := range other[:n] {
-		s.unknown(prefix, key)
+		s.items[list] = append(s.items[list], pendingName{prefix, key})
 	}
 }
 
