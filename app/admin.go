@@ -41,6 +41,7 @@ func (a *App) newAdmin() *echo.Echo {
 	g.POST("/deliveries/replay", a.replayDeliveries)
 	g.GET("/openapi.json", a.openapiDoc)
 	g.GET("/subscription", a.subscription)
+	g.GET("/deliveries/rejected", a.rejectedDeliveries)
 	return e
 }
 
@@ -100,6 +101,12 @@ func parseStatus(v string) (domain.MirrorStatus, error) {
 		return "", badParam("mirror_status", "want pending, mirrored, dropped, failed or disabled")
 	}
 	return s, nil
+}
+
+// rejectedDeliveries is GET /admin/deliveries/rejected: the last refused
+// webhook POSTs, newest first (time, peer, reason, size; never a body).
+func (a *App) rejectedDeliveries(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]any{"rejected": a.rejected.list(), "capacity": a.rejected.capacity()})
 }
 
 // listMessages is GET /admin/messages: newest first, filtered, paged.

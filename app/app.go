@@ -35,6 +35,7 @@ type App struct {
 	ingester *ingester
 	subs     *instagram.SubscriptionWatcher // never nil; idle without a token
 	ready    *cachedRead[bool]              // the store took a write at the last check
+	rejected *rejections // the last refused webhook POSTs
 
 	public, admin       *echo.Echo
 	publicLn, adminLn   net.Listener
@@ -64,7 +65,7 @@ type App struct {
 // password is reported, and retried, while the service runs.
 func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	a := &App{cfg: cfg, log: log, metrics: newMetrics(), errs: make(chan error, 3), started: time.Now().UTC(),
-		readHeaderTimeout: 5 * time.Second}
+		rejected: newRejections(rejectionCapacity), readHeaderTimeout: 5 * time.Second}
 	log.Info("starting igmirror", "config", cfg)
 	if cfg.InstagramAppSecret == "" {
 		if cfg.InstagramAllowUnsigned {

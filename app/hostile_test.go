@@ -68,8 +68,11 @@ func hostileWith(item map[string]any, key string, v any) map[string]any {
 }
 
 // TestHostileDeliveries posts signed deliveries that are wrong in every
-// way a sender can get them wrong. Each gets its status, nothing panics,
-// and a delivery is stored whole or not at all.
+// way a sender can get them wrong. Each gets its status and nothing
+// panics. A delivery whose envelope is wrong is refused whole (400); in
+// a sound envelope, an item that cannot be used is counted as invalid and
+// the rest is stored (200): an authentic delivery is never refused, and
+// retried by Meta for an hour, over one item.
 func TestHostileDeliveries(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.HTTPMaxBodySize = 2 << 20
@@ -104,21 +107,22 @@ func TestHostileDeliveries(t *testing.T) {
 		{"object page", []byte(`{"object":"page","entry":[]}`), http.StatusBadRequest, 0},
 		{"missing entry", []byte(`{"object":"instagram"}`), http.StatusBadRequest, 0},
 		{"entry not a list", []byte(`{"object":"instagram","entry":{"id":"1"}}`), http.StatusBadRequest, 0},
-		{"missing sender", hostileDelivery(t, hostileWithout(hostileItem(4, "no sender"), "sender")), http.StatusBadRequest, 0},
-		{"missing recipient", hostileDelivery(t, hostileWithout(hostileItem(5, "no recipient"), "recipient")), http.StatusBadRequest, 0},
-		{"missing mid", hostileDelivery(t, hostileWithout(hostileItem(6, "no mid"), "message.mid")), http.StatusBadRequest, 0},
-		{"missing timestamp", hostileDelivery(t, hostileWithout(hostileItem(7, "no time"), "timestamp")), http.StatusBadRequest, 0},
+		{"missing sender", hostileDelivery(t, hostileWithout(hostileItem(4, "no sender"), "sender")), http.StatusOK, 0},
+		{"missing recipient", hostileDelivery(t, hostileWithout(hostileItem(5, "no recipient"), "recipient")), http.StatusOK, 0},
+		{"missing mid", hostileDelivery(t, hostileWithout(hostileItem(6, "no mid"), "message.mid")), http.StatusOK, 0},
+		{"missing timestamp", hostileDelivery(t, hostileWithout(hostileItem(7, "no time"), "timestamp")), http.StatusOK, 0},
 		{"timestamp numeric string", hostileDelivery(t, hostileWith(hostileItem(8, "string time"), "timestamp", "1763770000123")), http.StatusOK, 1},
-		{"timestamp word", hostileDelivery(t, hostileWith(hostileItem(9, "word time"), "timestamp", "yesterday")), http.StatusBadRequest, 0},
-		{"timestamp negative", hostileDelivery(t, hostileWith(hostileItem(10, "negative time"), "timestamp", -5)), http.StatusBadRequest, 0},
-		{"text not a string", hostileDelivery(t, hostileWith(hostileItem(11, ""), "message", map[string]any{"mid": "mid.hostile.x", "text": 42})), http.StatusBadRequest, 0},
+		{"timestamp word", hostileDelivery(t, hostileWith(hostileItem(9, "word time"), "timestamp", "yesterday")), http.StatusOK, 0},
+		{"timestamp ISO 8601", hostileDelivery(t, hostileWith(hostileItem(14, "iso time"), "timestamp", "2021-09-08T06:34:04.000Z")), http.StatusOK, 1},
+		{"timestamp negative", hostileDelivery(t, hostileWith(hostileItem(10, "negative time"), "timestamp", -5)), http.StatusOK, 0},
+		{"text not a string", hostileDelivery(t, hostileWith(hostileItem(11, ""), "message", map[string]any{"mid": "mid.hostile.x", "text": 42}), hostileItem(15, "good sibling")), http.StatusOK, 1},
 		{"invalid utf-8", invalidUTF8, http.StatusBadRequest, 0},
 		{"nested beyond the decoder's limit", deepInEntry, http.StatusBadRequest, 0},
 		{"deeply nested unknown field", deepElsewhere, http.StatusOK, 0},
 		{"1000-message batch", hostileDelivery(t, batch...), http.StatusOK, 1000},
 		{"same batch again", hostileDelivery(t, batch...), http.StatusOK, 0},
 		{"same mid twice in one batch", hostileDelivery(t, hostileItem(12, "first copy"), hostileItem(12, "second copy")), http.StatusOK, 1},
-		{"500th of 1000 malformed", hostileDelivery(t, poisoned...), http.StatusBadRequest, 0},
+		{"500th of 1000 malformed", hostileDelivery(t, poisoned...), http.StatusOK, 999},
 		{"1 MiB text", hostileDelivery(t, hostileItem(13, big)), http.StatusOK, 1},
 		{"over the body limit", tooBig, http.StatusRequestEntityTooLarge, 0},
 	} {
@@ -153,8 +157,17 @@ func TestHostileDeliveries(t *testing.T) {
 	if want := time.UnixMilli(1763770000123).UTC(); err != nil || !m.Timestamp.Equal(want) {
 		t.Errorf("string timestamp: got %s, %v; want %s", m.Timestamp, err, want)
 	}
-	if _, err := ta.store.GetByMID(context.Background(), "mid.hostile.20000"); err == nil {
-		t.Errorf("poisoned batch: its first message was stored")
+	if _, err := ta.store.GetByMID(context.Background(), "mid.hostile.20499"); err == nil {
+		t.Errorf("poisoned batch: its item without a mid was stored under that mid")
+	}
+	for _, mid := range []string{"mid.hostile.20000", "mid.hostile.20498", "mid.hostile.20500", "mid.hostile.20999"} {
+		if _, err := ta.store.GetByMID(context.Background(), mid); err != nil {
+			t.Errorf("poisoned batch: %s around the bad item: %v, want it stored", mid, err)
+		}
+	}
+	m, err = ta.store.GetByMID(context.Background(), "mid.hostile.14")
+	if want := time.Date(2021, 9, 8, 6, 34, 4, 0, time.UTC); err != nil || !m.Timestamp.Equal(want) {
+		t.Errorf("ISO 8601 timestamp: got %s, %v; want %s", m.Timestamp, err, want)
 	}
 	// The service is still up and answering.
 	if code, _ := ta.get(ta.base + "/healthz"); code != http.StatusOK {

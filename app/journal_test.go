@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,4 +235,71 @@ func TestJournalOffAndPurge(t *testing.T) {
 			t.Fatalf("messages after the purge: got %d, want 1 (only the journal is purged)", n)
 		}
 	})
+}
+
+// TestReplayBringsInAStandbyMessageAnOlderParserIgnored: the journal kept
+// a standby delivery that a parser without standby support answered
+// {"stored":0}; replayed by the current parser, its message appears, once,
+// marked standby.
+func TestReplayBringsInAStandbyMessageAnOlderParserIgnored(t *testing.T) {
+	ta := startApp(t, testConfig(t))
+	body := sample(t, "standby_message.json")
+	res, err := ta.store.Save(context.Background(), domain.Batch{
+		Delivery: &domain.Delivery{Body: body, Signature: instagram.Sign([]byte(testAppSecret), body), Items: map[string]int{}}})
+	if err != nil || res.DeliveryID == 0 || len(ta.messages()) != 0 {
+		t.Fatalf("journal the ignored delivery: %v, %+v", err, res)
+	}
+	for i, want := range []int{1, 0} {
+		var got replayResult
+		code, out := ta.adminDo(http.MethodPost, "/admin/deliveries/replay", testAdminToken, map[string]any{"ids": []int64{res.DeliveryID}})
+		if code != http.StatusOK || json.Unmarshal([]byte(out), &got) != nil || got.Stored != want {
+			t.Fatalf("replay %d: %d %s, want %d stored", i+1, code, out, want)
+		}
+	}
+	msgs := ta.messages()
+	if len(msgs) != 1 || !msgs[0].Standby || msgs[0].SenderID != "5582201937461777" {
+		t.Fatalf("after the replays: got %+v, want the one standby message", msgs)
+	}
+}
+
+// TestEditUpdatesTheStoredText: a message_edit of a stored mid changes its
+// text, keeps the original and the count, and is not mirrored again; an
+// edit of an unknown mid stores nothing.
+func TestEditUpdatesTheStoredText(t *testing.T) {
+	ta := startApp(t, testConfig(t))
+	edit := sample(t, "message_edit.json")
+	if code, _ := ta.post(edit); code != http.StatusOK {
+		t.Fatal("edit of an unknown mid: want 200")
+	}
+	if n := len(ta.messages()); n != 0 {
+		t.Fatalf("an edit of an unknown mid stored %d messages, want none", n)
+	}
+	d, err := instagram.Parse(edit)
+	if err != nil || len(d.Edits) != 1 {
+		t.Fatalf("parse the edit: %v, %+v", err, d)
+	}
+	mid := d.Edits[0].MID
+	original := []byte(`{"object":"instagram","entry":[{"id":"17841400000000001","time":1763771000500,"messaging":[{"sender":{"id":"5582201937461123"},"recipient":{"id":"17841400000000001"},"timestamp":1763771000123,"message":{"mid":"` + mid + `","text":"Hi! Do you ship to Kyiv?"}}]}]}`)
+	if code, out := ta.post(original); code != http.StatusOK || !strings.Contains(out, `"stored":1`) {
+		t.Fatalf("the original: %d %s", code, out)
+	}
+	for range 2 { // a redelivered edit changes nothing more
+		if code, _ := ta.post(edit); code != http.StatusOK {
+			t.Fatal("edit: want 200")
+		}
+	}
+	m, err := ta.store.GetByMID(context.Background(), mid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.MessageText != d.Edits[0].Text || m.OriginalText == nil || *m.OriginalText != "Hi! Do you ship to Kyiv?" || m.EditCount != 1 {
+		t.Errorf("after the edit: text %q, original %v, count %d; want %q, the original kept, 1", m.MessageText, m.OriginalText, m.EditCount, d.Edits[0].Text)
+	}
+	list := ta.deliveries("")
+	if got := list.Deliveries[0].Edited; got != 0 {
+		t.Errorf("the redelivered edit's journal record: edited %d, want 0", got)
+	}
+	if got := list.Deliveries[1].Edited; got != 1 {
+		t.Errorf("the edit's journal record: edited %d, want 1", got)
+	}
 }

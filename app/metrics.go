@@ -32,9 +32,14 @@ const (
 var deliveryOutcomes = []string{deliveryStored, deliveryUnauthorized, deliveryForbidden, deliveryBadRequest,
 	deliveryTooLarge, deliveryStoreError, deliveryUnsignedDeny}
 
-// Item kinds of a delivery, as the items counter labels them.
+// Item kinds of a delivery, as the items counter labels them: "standby"
+// is a message from entry[].standby[] (either direction); "read" counts
+// Meta's messaging_seen items; "invalid" an item that could not be used
+// (its reason is logged once per process); "other" an item kind or entry
+// key the parser does not know (its name is logged once per process).
 // The order is countItems'.
-var itemKinds = [...]string{"message", "echo", "unsend", "reaction", "read", "postback", "referral", "edit", "change", "other"}
+var itemKinds = [...]string{"message", "echo", "standby", "unsend", "reaction", "read", "postback", "referral", "edit",
+	"change", "invalid", "other"}
 
 // metrics holds the collectors the handlers update directly; the rest are
 // functions reading the bus and the mirror's own counters.
@@ -66,7 +71,7 @@ func newMetrics() *metrics {
 		}, []string{"outcome"}),
 		items: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "webhook_items_total",
-			Help: "Items of accepted deliveries by kind (messages, echoes, unsends, reactions, reads, changes...).",
+			Help: "Items of accepted deliveries by kind (messages, echoes, standby, unsends, reactions, reads, changes, invalid, other...).",
 		}, []string{"kind"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "messages_total",
@@ -133,8 +138,7 @@ func (m *metrics) observeHTTP(listener, route string, status int, d time.Duratio
 // them: only the kinds it holds.
 func itemsByKind(c instagram.Counts) map[string]int {
 	out := make(map[string]int, 2)
-	for i, n := range [len(itemKinds)]int{c.Messages, c.Echoes, c.Unsends, c.Reactions, c.Reads,
-		c.Postbacks, c.Referrals, c.Edits, c.Changes, c.Other} {
+	for i, n := range itemCounts(c) {
 		if n > 0 {
 			out[itemKinds[i]] = n
 		}
@@ -142,10 +146,17 @@ func itemsByKind(c instagram.Counts) map[string]int {
 	return out
 }
 
+// itemCounts lists c's counts in itemKinds' order. Every element is
+// named, so that a kind added to one list and not the other fails to
+// compile instead of shifting the counts.
+func itemCounts(c instagram.Counts) [len(itemKinds)]int {
+	return [len(itemKinds)]int{0: c.Messages, 1: c.Echoes, 2: c.Standby, 3: c.Unsends, 4: c.Reactions, 5: c.Reads,
+		6: c.Postbacks, 7: c.Referrals, 8: c.Edits, 9: c.Changes, 10: c.Invalid, len(itemKinds) - 1: c.Other}
+}
+
 // countItems adds one delivery's items to the items counter.
 func (m *metrics) countItems(c instagram.Counts) {
-	for i, n := range [len(itemKinds)]int{c.Messages, c.Echoes, c.Unsends, c.Reactions, c.Reads,
-		c.Postbacks, c.Referrals, c.Edits, c.Changes, c.Other} {
+	for i, n := range itemCounts(c) {
 		if n > 0 {
 			m.itemCounts[i].Add(float64(n))
 		}

@@ -142,7 +142,7 @@ var metricFamilies = []struct {
 	{"igmirror_webhook_deliveries_total", dto.MetricType_COUNTER, "outcome",
 		[]string{"bad_request", "forbidden", "store_error", "stored", "too_large", "unauthorized", "unsigned_deny"}},
 	{"igmirror_webhook_items_total", dto.MetricType_COUNTER, "kind",
-		[]string{"change", "echo", "edit", "message", "other", "postback", "reaction", "read", "referral", "unsend"}},
+		[]string{"change", "echo", "edit", "invalid", "message", "other", "postback", "reaction", "read", "referral", "standby", "unsend"}},
 	{"igmirror_messages_total", dto.MetricType_COUNTER, "outcome", []string{"duplicate", "stored"}},
 	{"igmirror_http_request_duration_seconds", dto.MetricType_HISTOGRAM, "", nil},
 	{"igmirror_events_published_total", dto.MetricType_COUNTER, "", nil},

@@ -41,7 +41,8 @@ const (
 func (a *App) newPublic() *echo.Echo {
 	e := a.newEcho(listenerPublic)
 	wh := &webhookHandler{cfg: a.cfg, ingester: a.ingester, metrics: a.metrics, log: a.log,
-		verifier: instagram.NewVerifier([]byte(a.cfg.InstagramAppSecret))}
+		verifier: instagram.NewVerifier([]byte(a.cfg.InstagramAppSecret)), rejected: a.rejected,
+		unknownNames: newSeenOnce(maxLoggedNames), invalidReasons: newSeenOnce(maxLoggedNames)}
 	e.GET(webhookRoute, wh.verify)
 	e.POST(webhookRoute, wh.receive)
 	e.GET("/healthz", a.healthz)

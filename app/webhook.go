@@ -23,6 +23,11 @@ type webhookHandler struct {
 	metrics  *metrics
 	log      *slog.Logger
 	verifier *instagram.Verifier // of cfg.InstagramAppSecret
+	rejected *rejections         // refused POSTs, for the admin API
+	// Names and reasons already logged, so that each is logged once per
+	// process however often Meta sends it.
+	unknownNames   *seenOnce
+	invalidReasons *seenOnce
 }
 
 // verify answers the subscription handshake: the challenge, exactly, when
@@ -40,49 +45,55 @@ func (h *webhookHandler) verify(c echo.Context) error {
 
 // receive stores every message of one delivery and answers 200 only after
 // the commit. Signature first, on the raw bytes; then parse; then save.
+// Only the envelope can make an authentic delivery a 400: an item that
+// cannot be used is counted and logged, and the rest is stored.
 func (h *webhookHandler) receive(c echo.Context) error {
 	secret := h.cfg.InstagramAppSecret
+	req := c.Request()
 	if secret == "" && !h.cfg.InstagramAllowUnsigned {
-		h.metrics.deliveries.WithLabelValues(deliveryUnsignedDeny).Inc()
+		h.reject(c, rejectNotConfigured, req.ContentLength)
 		return newAPIError(http.StatusServiceUnavailable, "webhook not configured: INSTAGRAM_APP_SECRET is not set")
 	}
-	body, err := readLimited(c.Response().Writer, c.Request(), h.cfg.HTTPMaxBodySize)
+	body, err := readLimited(c.Response().Writer, req, h.cfg.HTTPMaxBodySize)
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
-			h.metrics.deliveries.WithLabelValues(deliveryTooLarge).Inc()
+			h.reject(c, rejectTooLarge, req.ContentLength)
 			return newAPIError(http.StatusRequestEntityTooLarge, "request body too large")
 		}
-		h.metrics.deliveries.WithLabelValues(deliveryBadRequest).Inc()
+		h.reject(c, rejectUnreadable, int64(len(body)))
 		return newAPIError(http.StatusBadRequest, "could not read request body")
 	}
 	if secret != "" {
-		if err := h.verifier.Verify(body, c.Request().Header.Get("X-Hub-Signature-256")); err != nil {
+		if err := h.verifier.Verify(body, req.Header.Get("X-Hub-Signature-256")); err != nil {
 			if errors.Is(err, instagram.ErrSignatureMissing) {
-				h.metrics.deliveries.WithLabelValues(deliveryUnauthorized).Inc()
+				h.reject(c, rejectMissingSignature, int64(len(body)))
 			} else {
-				h.metrics.deliveries.WithLabelValues(deliveryForbidden).Inc()
+				h.reject(c, rejectBadSignature, int64(len(body)))
 			}
 			return err
 		}
 	}
 	d, err := instagram.Parse(body)
 	if err != nil {
-		h.metrics.deliveries.WithLabelValues(deliveryBadRequest).Inc()
+		h.reject(c, rejectMalformed, int64(len(body)))
 		return err
 	}
-	b := domain.Batch{Messages: d.Messages, Unsends: d.Unsends}
+	if len(d.Unknown) > 0 || len(d.Invalid) > 0 {
+		h.logFirstSeen(c, d)
+	}
+	b := domain.Batch{Messages: d.Messages, Unsends: d.Unsends, Edits: d.Edits}
 	if h.cfg.DeliveryRetention > 0 {
 		// Journaled in the same transaction as the messages: exactly the
 		// bytes the signature covers, with the header, so the delivery can
 		// be replayed or re-posted verifiably.
 		b.Delivery = &domain.Delivery{
 			ReceivedAt: time.Now().UTC(),
-			Signature:  c.Request().Header.Get("X-Hub-Signature-256"),
+			Signature:  req.Header.Get("X-Hub-Signature-256"),
 			Body:       body,
 			Items:      itemsByKind(d.Counts),
 		}
 	}
-	res, err := h.ingester.ingest(c.Request().Context(), "webhook", b)
+	res, err := h.ingester.ingest(req.Context(), "webhook", b)
 	if err != nil {
 		h.metrics.deliveries.WithLabelValues(deliveryStoreError).Inc()
 		return err
@@ -91,6 +102,36 @@ func (h *webhookHandler) receive(c echo.Context) error {
 	h.metrics.lastDelivery.SetToCurrentTime()
 	h.metrics.countItems(d.Counts)
 	return c.JSONBlob(http.StatusOK, receipt(len(res.New), res.Duplicates, res.Unsent))
+}
+
+// reject counts a refused POST under its outcome and keeps it, without
+// its body, for GET /admin/deliveries/rejected.
+func (h *webhookHandler) reject(c echo.Context, reason string, size int64) {
+	h.metrics.deliveries.WithLabelValues(rejectionOutcome[reason]).Inc()
+	if size < 0 {
+		size = -1
+	}
+	h.rejected.add(rejection{At: time.Now().UTC(), Peer: c.RealIP(), Reason: reason, Size: size})
+}
+
+// logFirstSeen logs each unknown name and each invalid reason of d the
+// first time this process sees it. Names and reasons are field names
+// from the parser, never message text.
+func (h *webhookHandler) logFirstSeen(c echo.Context, d *instagram.Delivery) {
+	ctx := c.Request().Context()
+	id, _ := c.Get("request_id").(string)
+	for _, name := range d.Unknown {
+		if h.unknownNames.first(name) {
+			h.log.LogAttrs(ctx, slog.LevelWarn, "webhook delivery holds a kind this service does not know; counted as kind=other",
+				slog.String("name", name), slog.String("request_id", id))
+		}
+	}
+	for _, reason := range d.Invalid {
+		if h.invalidReasons.first(reason) {
+			h.log.LogAttrs(ctx, slog.LevelWarn, "webhook item could not be used; counted as kind=invalid, the rest of the delivery stored",
+				slog.String("reason", reason), slog.String("request_id", id))
+		}
+	}
 }
 
 // receipt is the 200 body, {"duplicates":D,"stored":S,"unsent":U} and a

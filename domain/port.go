@@ -36,7 +36,9 @@ type Batch struct {
 	Delivery *Delivery
 }
 
-// Edit is a message_edit event: the customer changed a message's text.
+// Edit is a sender's change to the text of a message already sent
+// (Instagram's message_edit): the message's mid, its new text and how
+// many times it has now been edited.
 type Edit struct {
 	MID     string
 	Text    string

@@ -62,11 +62,24 @@ func TestDisplayText(t *testing.T) {
 		{"text wins", "hello", `[{"type":"image"}]`, "hello"},
 		{"unicode text", "Привіт! 😍", "", "Привіт! 😍"},
 		{"one image", "", `[{"type":"image","url":"https://x"}]`, "[image]"},
-		{"several kinds", "", `[{"type":"image"},{"type":"video"},{"type":"ig_reel"}]`, "[image, video, ig_reel]"},
+		{"several kinds", "", `[{"type":"image"},{"type":"video"},{"type":"ig_reel"}]`, "[image, video, reel]"},
+		{"video", "", `[{"type":"video"}]`, "[video]"},
+		{"audio", "", `[{"type":"audio"}]`, "[audio]"},
+		{"file (a PDF)", "", `[{"type":"file","url":"https://x/a.pdf"}]`, "[file]"},
+		{"instagram post", "", `[{"type":"ig_post","url":"https://x"}]`, "[Instagram post]"},
+		{"share", "", `[{"type":"share"}]`, "[shared post]"},
+		{"reel", "", `[{"type":"reel"}]`, "[reel]"},
+		{"ig_reel", "", `[{"type":"ig_reel"}]`, "[reel]"},
+		{"story mention", "", `[{"type":"story_mention"}]`, "[story mention]"},
+		{"type in capitals", "", `[{"type":"IMAGE"}]`, "[image]"},
+		{"unknown type named as sent", "", `[{"type":"hologram"}]`, "[hologram]"},
+		{"unsupported mark", "", `[{"type":"unsupported"}]`, "[unsupported]"},
 		{"untyped attachment", "", `[{"type":" "}]`, "[attachment]"},
 		{"empty list", "", `[]`, "[attachment]"},
 		{"broken json", "", `[{`, "[attachment]"},
-		{"nothing at all", "", "", "[unsupported message]"},
+		// Rows stored before the is_unsupported mark was kept have neither
+		// text nor attachments; they read like the marked ones.
+		{"nothing at all", "", "", "[unsupported]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &domain.Message{MessageText: tc.text, Attachments: tc.atts}

@@ -1,10 +1,13 @@
 package instagram_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"igmirror/instagram"
 )
@@ -29,11 +32,24 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`[[[[[[[[`))
 	f.Add([]byte(`null`))
 
+	f.Add([]byte(`{"object":"instagram","entry":[{"hop":1,"standby":[{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":"2021-09-08T06:34:04.000Z","message":{"mid":"m","text":7}},{"x":{}},5]}]}`))
+	f.Add([]byte(`{"object":"instagram","entry":[{"messaging":{},"changes":"x"},[],{"messaging":[{"message_edit":{"mid":"m","num_edit":"1"}}]}]}`))
+
 	f.Fuzz(func(t *testing.T, body []byte) {
 		d, err := instagram.Parse(body)
 		if err != nil {
 			if !errors.Is(err, instagram.ErrMalformed) {
 				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			// Only the envelope refuses a delivery: a valid JSON object
+			// naming instagram with an entry list is never refused.
+			var env struct {
+				Object any             `json:"object"`
+				Entry  json.RawMessage `json:"entry"`
+			}
+			if utf8.Valid(body) && json.Unmarshal(body, &env) == nil && env.Object == "instagram" &&
+				bytes.HasPrefix(bytes.TrimSpace(env.Entry), []byte("[")) {
+				t.Fatalf("a well-formed envelope was refused: %v", err)
 			}
 			return
 		}
@@ -54,8 +70,32 @@ func FuzzParse(f *testing.F) {
 			}
 			seen[mid] = true
 		}
-		if got, want := d.Counts.Messages+d.Counts.Echoes, len(d.Messages); got != want {
-			t.Errorf("counted %d messages and echoes, kept %d", got, want)
+		if got, want := d.Counts.Messages+d.Counts.Echoes+d.Counts.Standby, len(d.Messages); got != want {
+			t.Errorf("counted %d messages, echoes and standby, kept %d", got, want)
+		}
+		if got, want := d.Counts.Invalid, len(d.Invalid); got != want {
+			t.Errorf("counted %d invalid, gave %d reasons", got, want)
+		}
+		if got, want := d.Counts.Edits, len(d.Edits); got != want {
+			t.Errorf("counted %d edits, kept %d", got, want)
+		}
+		for i, e := range d.Edits {
+			if e.MID == "" {
+				t.Errorf("edit %d has no mid", i)
+			}
+		}
+		names := map[string]bool{}
+		for _, n := range d.Unknown {
+			if names[n] {
+				t.Errorf("unknown name %q listed twice", n)
+			}
+			names[n] = true
+		}
+		if len(d.Unknown) > 32 {
+			t.Errorf("unknown: got %d names, want at most 32", len(d.Unknown))
+		}
+		if len(d.Unknown) > 0 && d.Counts.Other == 0 {
+			t.Errorf("unknown names %q with no item counted as other", d.Unknown)
 		}
 		if got, want := d.Counts.Unsends, len(d.Unsends); got != want {
 			t.Errorf("counted %d unsends, kept %d", got, want)

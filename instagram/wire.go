@@ -15,6 +15,7 @@ type wireDelivery struct {
 
 type wireEntry struct {
 	Messaging []wireItem `json:"messaging"`
+	Standby   []wireItem `json:"standby"`
 	Changes   []presence `json:"changes"`
 }
 
@@ -27,7 +28,13 @@ type wireItem struct {
 	Read        presence     `json:"read"`
 	Postback    presence     `json:"postback"`
 	Referral    presence     `json:"referral"`
-	MessageEdit presence     `json:"message_edit"`
+	MessageEdit *wireEdit    `json:"message_edit"`
+}
+
+type wireEdit struct {
+	MID     string `json:"mid"`
+	Text    string `json:"text"`
+	NumEdit int    `json:"num_edit"`
 }
 
 type wireID struct {
@@ -35,12 +42,15 @@ type wireID struct {
 }
 
 type wireMessage struct {
-	MID         string           `json:"mid"`
-	Text        string           `json:"text"`
-	IsEcho      bool             `json:"is_echo"`
-	IsDeleted   bool             `json:"is_deleted"`
-	Attachments []wireAttachment `json:"attachments"`
-	ReplyTo     struct {
+	MID       string `json:"mid"`
+	Text      string `json:"text"`
+	IsEcho    bool   `json:"is_echo"`
+	IsDeleted bool   `json:"is_deleted"`
+	// IsUnsupported marks a message of a kind the API does not expose
+	// (Meta sends only its mid).
+	IsUnsupported bool             `json:"is_unsupported"`
+	Attachments   []wireAttachment `json:"attachments"`
+	ReplyTo       struct {
 		MID string `json:"mid"`
 	} `json:"reply_to"`
 }
@@ -64,9 +74,10 @@ func (p *presence) UnmarshalJSON(b []byte) error {
 }
 
 // unixTime is a Meta timestamp: a JSON number or numeric string of seconds
-// or milliseconds since the epoch. Decoding never fails, because a bad
-// timestamp on an item that is not stored must not refuse the delivery;
-// ok says whether the value was usable.
+// or milliseconds since the epoch, or an ISO 8601 / RFC 3339 string such
+// as "2021-09-08T06:34:04.000Z" (the form Chatwoot's fixtures and some
+// relays write). Decoding never fails, because a bad timestamp must not
+// refuse the delivery; ok says whether the value was usable.
 type unixTime struct {
 	t  time.Time
 	ok bool
@@ -80,8 +91,37 @@ func (u *unixTime) UnmarshalJSON(b []byte) error {
 	}
 	if ms, ok := parseUnixMillis(b); ok {
 		u.t, u.ok = time.UnixMilli(ms).UTC(), true
+	} else if t, ok := parseISOTime(b); ok {
+		u.t, u.ok = t, true
 	}
 	return nil
+}
+
+// isoLayouts are the ISO 8601 forms a timestamp may take: RFC 3339, and
+// the offset without a colon ("+0000") that Graph API fields use. Parsing
+// accepts a fractional second after the seconds in both.
+var isoLayouts = [...]string{time.RFC3339, "2006-01-02T15:04:05Z0700"}
+
+// parseISOTime reads an ISO 8601 date-time with a zone, within the range
+// a stored timestamp may take (after the epoch, before the year 10000).
+func parseISOTime(b []byte) (time.Time, bool) {
+	// The shortest form is 2006-01-02T15:04:05Z; the cap keeps junk cheap.
+	if len(b) < 20 || len(b) > 40 || b[4] != '-' {
+		return time.Time{}, false
+	}
+	s := string(b)
+	for _, layout := range isoLayouts {
+		t, err := time.Parse(layout, s)
+		if err != nil {
+			continue
+		}
+		ms := t.UnixMilli()
+		if ms <= 0 || ms > maxUnixMillis {
+			return time.Time{}, false
+		}
+		return time.UnixMilli(ms).UTC(), true
+	}
+	return time.Time{}, false
 }
 
 const (
