@@ -35,7 +35,7 @@ type App struct {
 	ingester *ingester
 	subs     *instagram.SubscriptionWatcher // never nil; idle without a token
 	ready    *cachedRead[bool]              // the store took a write at the last check
-	rejected *rejections // the last refused webhook POSTs
+	rejected *rejections                    // the last refused webhook POSTs
 
 	public, admin       *echo.Echo
 	publicLn, adminLn   net.Listener
