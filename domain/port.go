@@ -107,8 +107,11 @@ type MessageStore interface {
 // claims nothing and so sends nothing.
 type MirrorStore interface {
 	// Claim records an attempt on each of ids that this instance owns
-	// under a live lease and that is pending (or mirrored, for an
-	// operator's check), and returns those; the mirror sends only them.
+	// under a live lease and that is pending or mirrored, and returns
+	// those; the mirror sends only them. A mirrored one (an operator's
+	// check, or an event that arrived after its message was mirrored) is
+	// looked for in the CRM before anything is inserted, and keeps its
+	// state whatever the check finds out.
 	Claim(ctx context.Context, ids []int64) ([]Claim, error)
 	// MarkMirrored records that the CRM holds these messages; degraded
 	// lists those whose CRM copy lost characters or was cut to fit.
@@ -121,9 +124,10 @@ type MirrorStore interface {
 	MarkDropped(ids ...int64)
 	// ClaimCandidates takes over, oldest first, up to q.Limit messages
 	// that q selects and no live lease of another instance covers: it
-	// makes this instance their owner (and dropped or failed ones pending)
-	// in one statement, skipping rows another instance is claiming at the
-	// same moment, and returns them as they were before the claim.
+	// makes this instance their owner (dropped, failed and disabled ones
+	// pending; mirrored ones stay mirrored) in one statement, skipping
+	// rows another instance is claiming at the same moment, and returns
+	// them as they were before the claim.
 	ClaimCandidates(ctx context.Context, q CandidateQuery) ([]Message, error)
 	// DeferCandidates marks dropped every message q selects from id fromID
 	// on that no live lease of another instance covers, so that a
