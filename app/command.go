@@ -72,6 +72,6 @@ func importSQLite(ctx context.Context, path string, environ []string, stdout io.
 	log.LogAttrs(ctx, slog.LevelInfo, "import-sqlite done", slog.String("from", path),
 		slog.Int64("messages", res.Messages), slog.Int64("messages_already_there", res.MessagesSkipped),
 		slog.Int64("deliveries", res.Deliveries), slog.Int64("deliveries_already_there", res.DeliveriesSkipped),
-		slog.Duration("took", time.Since(start).Round(time.Millisecond)))
+		slog.String("took", time.Since(start).Round(time.Millisecond).String()))
 	return 0
 }
