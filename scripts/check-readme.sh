@@ -44,7 +44,8 @@ blocks=("$work"/block-*.sh)
 for b in "${blocks[@]}"; do
 	say "running $(basename "$b"):"
 	sed 's/^/    /' "$b"
-	out="$(bash -euo pipefail "$b" 2>&1)" || fail "$(basename "$b") exited non-zero:
+	# A block whose service cannot start would wait for it forever.
+	out="$(timeout 300 bash -euo pipefail "$b" 2>&1)" || fail "$(basename "$b") exited non-zero (124: timed out after 300 s):
 $out"
 	printf '%s\n' "$out" | sed 's/^/  | /'
 	# The demo's first POST stores the sample's message.
