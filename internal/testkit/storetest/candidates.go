@@ -23,9 +23,6 @@ type candidates struct {
 	from  time.Time // the fixture's first timestamp; every message is within the next hour
 }
 
-// candidateOrder is the fixture's messages, oldest (smallest id) first.
-var candidateOrder = []string{"stale", "fresh", "dropped", "failedOnce", "failedOut", "mirrored", "disabled", "foreign", "foreignDropped", "orphan"}
-
 // newCandidates stores the fixture: a and b are live instances, and the
 // orphan's owner is an instance opened and closed here.
 func newCandidates(t *testing.T, open Opener, a, b domain.Store, from time.Time) candidates {
