@@ -256,6 +256,17 @@ func TestRunLogFormatAndLevel(t *testing.T) {
 				t.Errorf("text log: want the start-up line with the token masked, got\n%s", out)
 			}
 		}},
+		{"every line names the instance", []string{"INSTANCE_ID=igm-logs-7"}, func(t *testing.T, out string) {
+			lines := logLines(t, out)
+			for _, l := range lines {
+				if l["instance_id"] != "igm-logs-7" {
+					t.Errorf("line %q: instance_id %v, want igm-logs-7", l["msg"], l["instance_id"])
+				}
+			}
+			if len(lines) == 0 {
+				t.Error("no log line")
+			}
+		}},
 		{"warn level", []string{"LOG_LEVEL=warn", "INSTAGRAM_APP_SECRET="}, func(t *testing.T, out string) {
 			lines := logLines(t, out)
 			for _, l := range lines {

@@ -60,8 +60,9 @@ func run(ctx context.Context, environ []string, stdout io.Writer) int {
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	level, _ := config.ParseLevel(cfg.LogLevel)
 	opts := &slog.HandlerOptions{Level: level}
+	// Every line names the instance: several may write to one log sink.
 	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.New(slog.NewTextHandler(w, opts)).With("instance_id", cfg.InstanceID)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(slog.NewJSONHandler(w, opts)).With("instance_id", cfg.InstanceID)
 }
