@@ -25,7 +25,10 @@ RUN apt-get update \
 COPY --from=build /out/igmirror /usr/local/bin/igmirror
 
 # SQLite, the source of truth, lives on the /data volume.
+# Two malloc arenas keep SQLite's memory flat (the binary sets the same by
+# itself unless MALLOC_ARENA_MAX is given; see app/malloc_linux.go).
 ENV SQLITE_PATH=/data/instagram_automation.db \
+    MALLOC_ARENA_MAX=2 \
     HTTP_ADDR=:8080
 # ADMIN_ADDR is deliberately left at its default, 127.0.0.1:8081: the admin
 # listener answers only inside the container and is not published (no EXPOSE).
