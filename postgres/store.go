@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"igmirror/domain"
+	"igmirror/internal/gormlog"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -152,7 +153,7 @@ func Open(opts Options) (*Store, error) {
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	db.SetConnMaxLifetime(time.Hour)
 	gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: db}), &gorm.Config{
-		Logger:                 newGormLogger(opts.Logger),
+		Logger:                 gormlog.New(opts.Logger, 300),
 		SkipDefaultTransaction: true,
 		// Open pings itself, within ConnectTimeout.
 		DisableAutomaticPing: true,

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"igmirror/domain"
+	"igmirror/internal/gormlog"
 
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
@@ -121,7 +122,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open sqlite %s: %w", opts.Path, err)
 	}
 	gcfg := &gorm.Config{
-		Logger:                 newGormLogger(opts.Logger),
+		Logger:                 gormlog.New(opts.Logger, 1000),
 		SkipDefaultTransaction: true,
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 	}

@@ -1,4 +1,7 @@
-package sqlite
+// Package gormlog holds the GORM logger both store adapters use: GORM's
+// errors and slow statements go to slog at warn level, with the SQL's
+// placeholders but never its bound values (customers' private words).
+package gormlog
 
 import (
 	"context"
@@ -17,11 +20,14 @@ const slowQuery = 200 * time.Millisecond
 // It renders SQL with placeholders only: bound values are customers'
 // private words and never reach a log line.
 type gormLogger struct {
-	log *slog.Logger
+	log    *slog.Logger
+	maxSQL int
 }
 
-func newGormLogger(l *slog.Logger) logger.Interface {
-	return gormLogger{log: l.With("component", "gorm")}
+// New returns a GORM logger writing to l under component=gorm; a logged
+// statement's text is cut after maxSQL bytes.
+func New(l *slog.Logger, maxSQL int) logger.Interface {
+	return gormLogger{log: l.With("component", "gorm"), maxSQL: maxSQL}
 }
 
 func (g gormLogger) LogMode(logger.LogLevel) logger.Interface { return g }
@@ -39,10 +45,10 @@ func (g gormLogger) Trace(ctx context.Context, begin time.Time, fc func() (strin
 	switch {
 	case err != nil && !errors.Is(err, gorm.ErrRecordNotFound):
 		sql, rows := fc()
-		g.log.WarnContext(ctx, "sql failed", "sql", truncateSQL(sql), "rows", rows, "duration_ms", elapsed.Milliseconds(), "err", err)
+		g.log.WarnContext(ctx, "sql failed", "sql", g.truncate(sql), "rows", rows, "duration_ms", elapsed.Milliseconds(), "err", err)
 	case elapsed > slowQuery:
 		sql, rows := fc()
-		g.log.WarnContext(ctx, "slow sql", "sql", truncateSQL(sql), "rows", rows, "duration_ms", elapsed.Milliseconds())
+		g.log.WarnContext(ctx, "slow sql", "sql", g.truncate(sql), "rows", rows, "duration_ms", elapsed.Milliseconds())
 	}
 }
 
@@ -51,9 +57,9 @@ func (g gormLogger) ParamsFilter(_ context.Context, sql string, _ ...any) (strin
 	return sql, nil
 }
 
-func truncateSQL(s string) string {
-	if len(s) > 1000 {
-		return s[:1000] + "…"
+func (g gormLogger) truncate(s string) string {
+	if len(s) > g.maxSQL {
+		return s[:g.maxSQL] + "…"
 	}
 	return s
 }
