@@ -23,7 +23,7 @@ func (s *Store) wrap(what string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if s.closed.Load() {
+	if s.w.Closed() {
 		// The pool is closed under the call: say so in the port's terms.
 		return fmt.Errorf("%s: %w", what, domain.ErrClosed)
 	}

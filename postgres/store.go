@@ -18,15 +18,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"igmirror/domain"
 	"igmirror/internal/gormlog"
+	"igmirror/internal/groupcommit"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -71,17 +69,9 @@ type Store struct {
 	bulkTimeout time.Duration
 	secret      string // the URL's password, scrubbed from every error
 
-	reqs   chan *writeReq
-	kick   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
-	closed atomic.Bool
-	max    int
-
-	dropMu sync.Mutex
-	drops  []int64 // ids the full queue turned away, recorded with the next commit
-
-	stats writerStats
+	// w is the group-commit writer of Saves and small writes; its marks
+	// are the ids the full queue turned away (MarkDropped).
+	w *groupcommit.Writer[*writeReq]
 
 	lease     *lease
 	renewStop chan struct{}
@@ -95,12 +85,19 @@ var (
 
 // writeReq is one caller's share of a group commit.
 type writeReq struct {
-	ctx   context.Context
+	groupcommit.Req
 	batch *domain.Batch
 	res   domain.SaveResult
 	isNew []bool                                      // filled by the writer: which messages were stored
 	apply func(ctx context.Context, tx *sql.Tx) error // a small write of its own
-	done  chan error
+}
+
+// Messages is how many messages r stores, counted against MaxBatch.
+func (r *writeReq) Messages() int {
+	if r.batch == nil {
+		return 0
+	}
+	return len(r.batch.Messages)
 }
 
 // Open connects to the database, applies the migrations, takes this
@@ -166,14 +163,22 @@ func Open(opts Options) (*Store, error) {
 	s := &Store{
 		gdb: gdb, db: db, log: opts.Logger,
 		opTimeout: opts.OpTimeout, bulkTimeout: bulk, secret: secret,
-		reqs:      make(chan *writeReq, 4096),
-		kick:      make(chan struct{}, 1),
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
-		max:       opts.MaxBatch,
 		lease:     ls,
 		renewStop: make(chan struct{}),
 	}
+	s.w = groupcommit.New(groupcommit.Config[*writeReq]{
+		MaxBatch: opts.MaxBatch,
+		Queue:    4096,
+		Tx:       s.tx,
+		// A caller that stopped waiting has been told its Save failed.
+		SkipAbandoned: true,
+		// A statement's failure (a deadlock with another instance, a bad
+		// row) may be one request's; an unreachable database is everyone's.
+		RetryAlone: func(err error) bool { return !isUnavailable(err) },
+		MarksDeferred: func(n int, err error) {
+			s.log.Warn("record dropped mirror events; retried with the next commit", "count", n, "err", s.scrubbed(err))
+		},
+	})
 	fail := func(what string, err error) (*Store, error) {
 		_ = db.Close()
 		return nil, s.wrap(fmt.Sprintf("open postgres %s: %s", Redacted(opts.URL), what), err)
@@ -190,7 +195,7 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return fail("migrate", err)
 	}
-	go s.run()
+	s.w.Start()
 	ctx, cancel = context.WithTimeout(context.Background(), opts.OpTimeout)
 	err = s.renewLease(ctx)
 	cancel()
@@ -210,32 +215,9 @@ func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, s.opTimeout)
 }
 
-// maxYields is how many times the writer lets other goroutines run
-// before it commits what it gathered (see sqlite's writer): handlers a
-// few microseconds from submitting join this commit instead of the next.
-const maxYields = 3
-
-// writerStats counts the writer's transactions, for metrics.
-type writerStats struct {
-	commits, failed, requests, nanos atomic.Int64
-}
-
-func (w *writerStats) record(requests int, d time.Duration, err error) {
-	w.nanos.Add(int64(d))
-	if err != nil {
-		w.failed.Add(1)
-		return
-	}
-	w.commits.Add(1)
-	w.requests.Add(int64(requests))
-}
-
 // WriterStats returns the writer's counters.
 func (s *Store) WriterStats() domain.WriterStats {
-	return domain.WriterStats{
-		Commits: s.stats.commits.Load(), Failed: s.stats.failed.Load(), Requests: s.stats.requests.Load(),
-		Busy: time.Duration(s.stats.nanos.Load()),
-	}
+	return s.w.Stats()
 }
 
 // Save stores b in one transaction, shared with whatever other Saves of
@@ -257,7 +239,7 @@ func (s *Store) Save(ctx context.Context, b domain.Batch) (domain.SaveResult, er
 		b.Delivery = &d
 	}
 	r := &writeReq{batch: &b}
-	if err := s.submit(ctx, r); err != nil {
+	if err := s.w.Submit(ctx, r); err != nil {
 		return domain.SaveResult{}, s.wrap("save", err)
 	}
 	if callerDelivery != nil {
@@ -274,142 +256,6 @@ func (s *Store) Save(ctx context.Context, b domain.Batch) (domain.SaveResult, er
 	return res, nil
 }
 
-// submit hands r to the writer and waits for its commit.
-func (s *Store) submit(ctx context.Context, r *writeReq) error {
-	if s.closed.Load() {
-		return domain.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	r.ctx = ctx
-	r.done = make(chan error, 1)
-	select {
-	case s.reqs <- r:
-	case <-s.stop:
-		return domain.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-s.done:
-		select {
-		case err := <-r.done:
-			return err
-		default:
-			return domain.ErrClosed
-		}
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (s *Store) run() {
-	defer close(s.done)
-	batch := make([]*writeReq, 0, 64)
-	for {
-		batch = batch[:0]
-		select {
-		case r := <-s.reqs:
-			batch = append(batch, r)
-		case <-s.kick:
-		case <-s.stop:
-			for {
-				select {
-				case r := <-s.reqs:
-					s.commit([]*writeReq{r})
-					continue
-				default:
-				}
-				break
-			}
-			s.commit(nil)
-			return
-		}
-		n := countMsgs(batch)
-		for yields := 0; ; yields++ {
-			before := len(batch)
-		gather:
-			for n < s.max {
-				select {
-				case r := <-s.reqs:
-					batch = append(batch, r)
-					n += countMsgs([]*writeReq{r})
-				default:
-					break gather
-				}
-			}
-			if yields >= maxYields || n >= s.max || (yields > 0 && len(batch) == before) {
-				break
-			}
-			runtime.Gosched()
-		}
-		s.commit(batch)
-	}
-}
-
-func countMsgs(b []*writeReq) int {
-	n := 0
-	for _, r := range b {
-		if r.batch != nil {
-			n += len(r.batch.Messages)
-		}
-	}
-	return n
-}
-
-// commit writes batch (and pending drop marks) in one transaction.
-// Requests whose caller stopped waiting are left out. When a shared
-// transaction fails on a statement (a deadlock with another instance, a
-// bad row), each request is retried alone so that one request's failure
-// is never another's; when the database is unreachable, all fail at once.
-func (s *Store) commit(in []*writeReq) {
-	batch := in[:0]
-	for _, r := range in {
-		if err := r.ctx.Err(); err != nil {
-			r.done <- err
-			continue
-		}
-		batch = append(batch, r)
-	}
-	s.dropMu.Lock()
-	drops := s.drops
-	s.drops = nil
-	s.dropMu.Unlock()
-	if len(batch) == 0 && len(drops) == 0 {
-		return
-	}
-	start := time.Now()
-	err := s.tx(batch, drops)
-	s.stats.record(len(batch), time.Since(start), err)
-	if err == nil {
-		for _, r := range batch {
-			r.done <- nil
-		}
-		return
-	}
-	if len(drops) > 0 {
-		s.dropMu.Lock()
-		s.drops = append(drops, s.drops...)
-		s.dropMu.Unlock()
-		s.log.Warn("record dropped mirror events; retried with the next commit", "count", len(drops), "err", s.scrubbed(err))
-	}
-	if len(batch) == 1 || isUnavailable(err) {
-		for _, r := range batch {
-			r.done <- err
-		}
-		return
-	}
-	for _, r := range batch {
-		start := time.Now()
-		err := s.tx([]*writeReq{r}, nil)
-		s.stats.record(1, time.Since(start), err)
-		r.done <- err
-	}
-}
-
 // txContext is the writer transaction's bound: the latest deadline of its
 // requests (each at most OpTimeout away), or OpTimeout for drop marks alone.
 func (s *Store) txContext(batch []*writeReq) (context.Context, context.CancelFunc) {
@@ -417,7 +263,7 @@ func (s *Store) txContext(batch []*writeReq) (context.Context, context.CancelFun
 	if len(batch) > 0 {
 		due = time.Time{}
 		for _, r := range batch {
-			if d, ok := r.ctx.Deadline(); ok && d.After(due) {
+			if d, ok := r.Context().Deadline(); ok && d.After(due) {
 				due = d
 			}
 		}
@@ -469,18 +315,7 @@ func (s *Store) tx(batch []*writeReq, drops []int64) (err error) {
 
 // MarkDropped records, without waiting, that the queue turned these
 // messages away. It never blocks: the writer folds it into its next commit.
-func (s *Store) MarkDropped(ids ...int64) {
-	if len(ids) == 0 || s.closed.Load() {
-		return
-	}
-	s.dropMu.Lock()
-	s.drops = append(s.drops, ids...)
-	s.dropMu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
+func (s *Store) MarkDropped(ids ...int64) { s.w.Mark(ids...) }
 
 // CheckWritable proves the database accepts writes now, through the
 // writer: whatever this instance was handed before (drop marks
@@ -488,7 +323,7 @@ func (s *Store) MarkDropped(ids ...int64) {
 func (s *Store) CheckWritable(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	err := s.submit(ctx, &writeReq{apply: func(ctx context.Context, tx *sql.Tx) error {
+	err := s.w.Submit(ctx, &writeReq{apply: func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, "INSERT INTO health_checks (id, checked_at) VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at")
 		return err
 	}})
@@ -501,15 +336,14 @@ func (s *Store) CheckWritable(ctx context.Context) error {
 // Close stops the lease keeper and the writer (after it has committed
 // what it was handed), gives the lease back, then closes the pool.
 func (s *Store) Close() error {
-	if s.closed.Swap(true) {
+	if !s.w.Close() {
 		return nil
 	}
 	close(s.renewStop)
 	if s.renewDone != nil {
 		<-s.renewDone
 	}
-	close(s.stop)
-	<-s.done
+	s.w.Wait()
 	// Give the lease back, so that another instance takes over this
 	// instance's pending messages at once.
 	if err := s.releaseLease(); err != nil {

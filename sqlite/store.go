@@ -18,14 +18,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"igmirror/domain"
 	"igmirror/internal/gormlog"
+	"igmirror/internal/groupcommit"
 
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
@@ -65,19 +63,11 @@ type Store struct {
 	rsql *sql.DB
 	log  *slog.Logger
 
-	reqs   chan *writeReq
-	kick   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
-	closed atomic.Bool
-	max    int
-
-	dropMu sync.Mutex
-	drops  []int64 // ids the full queue turned away, recorded with the next commit
-
-	stats writerStats
-	ckpt  *checkpointer // nil if it could not start: the writer checkpoints alone
-	ins   *sizedStmts   // the writer's prepared INSERTs of messages
+	// w is the group-commit writer on wdb; its marks are the ids the full
+	// queue turned away (MarkDropped).
+	w    *groupcommit.Writer[*writeReq]
+	ckpt *checkpointer // nil if it could not start: the writer checkpoints alone
+	ins  *sizedStmts   // the writer's prepared INSERTs of messages
 
 	lease     lease
 	renewStop chan struct{}
@@ -94,11 +84,19 @@ var (
 
 // writeReq is one caller's share of a group commit.
 type writeReq struct {
+	groupcommit.Req
 	batch *domain.Batch
 	res   domain.SaveResult
 	isNew []bool                  // filled by the writer: which messages were stored
 	apply func(tx *gorm.DB) error // a small write of its own (state updates)
-	done  chan error
+}
+
+// Messages is how many messages r stores, counted against MaxBatch.
+func (r *writeReq) Messages() int {
+	if r.batch == nil {
+		return 0
+	}
+	return len(r.batch.Messages)
 }
 
 // Open opens (creating if needed) the SQLite file, applies the
@@ -178,22 +176,30 @@ func Open(opts Options) (*Store, error) {
 
 	s := &Store{
 		wdb: wdb, wsql: wsql, rdb: rdb, rsql: rsql, log: opts.Logger,
-		reqs: make(chan *writeReq, 4096),
-		kick: make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
-		max:  opts.MaxBatch,
 		path: path, file: fi,
 		lease:     newLease(opts.InstanceID, opts.LeaseTimeout),
 		renewStop: make(chan struct{}),
 	}
+	s.w = groupcommit.New(groupcommit.Config[*writeReq]{
+		MaxBatch: opts.MaxBatch,
+		Queue:    4096,
+		Tx:       s.tx,
+		Check:    s.checkFile,
+		// A drop mark never waits on a request's failure: a message whose
+		// event was turned away but is still pending would be offered
+		// again only as stale.
+		RetryMarks: true,
+		MarksDeferred: func(n int, err error) {
+			s.log.Warn("record dropped mirror events; retried with the next commit", "count", n, "err", err)
+		},
+	})
 	if s.ins, err = prepareSized(context.Background(), wsql, "insert", insertSQL); err != nil {
 		return fail(fmt.Errorf("open sqlite %s: %w", path, err), wsql, rsql)
 	}
 	if s.ckpt, err = startCheckpointer(path, syncMode, opts.Logger); err != nil {
 		opts.Logger.Warn("sqlite background checkpointer not started; the writer checkpoints by itself", "err", err)
 	}
-	go s.run()
+	s.w.Start()
 	if err := s.renewLease(context.Background()); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("open sqlite %s: take mirror lease: %w", path, err)
@@ -255,35 +261,9 @@ func (s *Store) checkFile() error {
 	return nil
 }
 
-// maxYields is how many times the writer lets other goroutines run
-// before it commits what it gathered: while each yield brings more
-// writes, the group grows. Handlers that are a few microseconds from
-// submitting (parsing, validating) then join this commit instead of
-// waiting for the next. With nothing else runnable a yield returns at
-// once, so an idle store commits without delay.
-const maxYields = 3
-
-// writerStats counts the writer's transactions, for metrics.
-type writerStats struct {
-	commits, failed, requests, nanos atomic.Int64
-}
-
-func (w *writerStats) record(requests int, d time.Duration, err error) {
-	w.nanos.Add(int64(d))
-	if err != nil {
-		w.failed.Add(1)
-		return
-	}
-	w.commits.Add(1)
-	w.requests.Add(int64(requests))
-}
-
 // WriterStats returns the writer's counters.
 func (s *Store) WriterStats() domain.WriterStats {
-	return domain.WriterStats{
-		Commits: s.stats.commits.Load(), Failed: s.stats.failed.Load(), Requests: s.stats.requests.Load(),
-		Busy: time.Duration(s.stats.nanos.Load()),
-	}
+	return s.w.Stats()
 }
 
 // Save stores b in one transaction, shared with whatever other writes are
@@ -301,7 +281,7 @@ func (s *Store) Save(ctx context.Context, b domain.Batch) (domain.SaveResult, er
 		b.Delivery = &d
 	}
 	r := &writeReq{batch: &b}
-	if err := s.submit(ctx, r); err != nil {
+	if err := s.w.Submit(ctx, r); err != nil {
 		return domain.SaveResult{}, err
 	}
 	if callerDelivery != nil {
@@ -318,157 +298,9 @@ func (s *Store) Save(ctx context.Context, b domain.Batch) (domain.SaveResult, er
 	return res, nil
 }
 
-// submit hands r to the writer and waits for its commit. A caller whose
-// context ends stops waiting, but the write may still commit.
-func (s *Store) submit(ctx context.Context, r *writeReq) error {
-	if s.closed.Load() {
-		return domain.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		// Otherwise the select below could still hand the write over.
-		return err
-	}
-	r.done = make(chan error, 1)
-	select {
-	case s.reqs <- r:
-	case <-s.stop:
-		return domain.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-s.done:
-		// The writer may have answered just before it stopped.
-		select {
-		case err := <-r.done:
-			return err
-		default:
-			return domain.ErrClosed
-		}
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // exec runs fn in the writer, inside a group commit.
 func (s *Store) exec(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	return s.submit(ctx, &writeReq{apply: fn})
-}
-
-func (s *Store) run() {
-	defer close(s.done)
-	batch := make([]*writeReq, 0, 64)
-	for {
-		batch = batch[:0]
-		select {
-		case r := <-s.reqs:
-			batch = append(batch, r)
-		case <-s.kick:
-		case <-s.stop:
-			// Finish what was handed over before Close, then stop.
-			for {
-				select {
-				case r := <-s.reqs:
-					s.commit([]*writeReq{r})
-					continue
-				default:
-				}
-				break
-			}
-			s.commit(nil)
-			return
-		}
-		n := countMsgs(batch)
-		for yields := 0; ; yields++ {
-			before := len(batch)
-		gather:
-			for n < s.max {
-				select {
-				case r := <-s.reqs:
-					batch = append(batch, r)
-					n += countMsgs([]*writeReq{r})
-				default:
-					break gather
-				}
-			}
-			if yields >= maxYields || n >= s.max || (yields > 0 && len(batch) == before) {
-				break
-			}
-			runtime.Gosched()
-		}
-		s.commit(batch)
-	}
-}
-
-func countMsgs(b []*writeReq) int {
-	n := 0
-	for _, r := range b {
-		if r.batch != nil {
-			n += len(r.batch.Messages)
-		}
-	}
-	return n
-}
-
-// commit writes batch (and pending drop marks) in one transaction. When a
-// shared transaction fails, each request is retried alone so that one
-// request's failure is never another's.
-func (s *Store) commit(batch []*writeReq) {
-	if err := s.checkFile(); err != nil {
-		// Drop marks stay queued for a commit that can land.
-		for _, r := range batch {
-			r.done <- err
-		}
-		return
-	}
-	s.dropMu.Lock()
-	drops := s.drops
-	s.drops = nil
-	s.dropMu.Unlock()
-	if len(batch) == 0 && len(drops) == 0 {
-		return
-	}
-	start := time.Now()
-	err := s.tx(batch, drops)
-	s.stats.record(len(batch), time.Since(start), err)
-	if err == nil {
-		for _, r := range batch {
-			r.done <- nil
-		}
-		return
-	}
-	if len(drops) > 0 {
-		defer s.retryDrops(drops)
-	}
-	if len(batch) == 1 {
-		batch[0].done <- err
-		return
-	}
-	for _, r := range batch {
-		start := time.Now()
-		err := s.tx([]*writeReq{r}, nil)
-		s.stats.record(1, time.Since(start), err)
-		r.done <- err
-	}
-}
-
-// retryDrops records drop marks whose shared transaction failed, in a
-// transaction of their own; if that fails too, they wait for the next
-// commit. Never lost: a message whose event was turned away but is still
-// pending would be offered again only as stale.
-func (s *Store) retryDrops(drops []int64) {
-	start := time.Now()
-	err := s.tx(nil, drops)
-	s.stats.record(0, time.Since(start), err)
-	if err == nil {
-		return
-	}
-	s.log.Warn("record dropped mirror events; retried with the next commit", "count", len(drops), "err", err)
-	s.dropMu.Lock()
-	s.drops = append(drops, s.drops...)
-	s.dropMu.Unlock()
+	return s.w.Submit(ctx, &writeReq{apply: fn})
 }
 
 // tx is one transaction of the writer: the batch's messages, unsends,
@@ -509,18 +341,7 @@ func (s *Store) tx(batch []*writeReq, drops []int64) error {
 
 // MarkDropped records, without waiting, that the queue turned these
 // messages away. It never blocks: the writer folds it into its next commit.
-func (s *Store) MarkDropped(ids ...int64) {
-	if len(ids) == 0 || s.closed.Load() {
-		return
-	}
-	s.dropMu.Lock()
-	s.drops = append(s.drops, ids...)
-	s.dropMu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
+func (s *Store) MarkDropped(ids ...int64) { s.w.Mark(ids...) }
 
 // CheckWritable proves the database accepts writes, through the writer.
 func (s *Store) CheckWritable(ctx context.Context) error {
@@ -533,15 +354,14 @@ func (s *Store) CheckWritable(ctx context.Context) error {
 // Close stops the lease keeper and the writer (after it has committed
 // what it was handed), gives the lease back, then closes the pools.
 func (s *Store) Close() error {
-	if s.closed.Swap(true) {
+	if !s.w.Close() {
 		return nil
 	}
 	close(s.renewStop)
 	if s.renewDone != nil {
 		<-s.renewDone
 	}
-	close(s.stop)
-	<-s.done
+	s.w.Wait()
 	var errs []error
 	// Give the lease back, so that the next start (or another instance)
 	// takes over this instance's pending messages at once.
