@@ -5,12 +5,9 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
+
+	"igmirror/internal/migration"
 )
 
 //go:embed migrations/*.sql
@@ -21,58 +18,17 @@ var migrationFiles embed.FS
 // once apply each migration once ("igmirror" in ASCII).
 const migrationLock int64 = 0x69676d6972726f72
 
-// migration is one numbered file of migrations/.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations lists the embedded migrations in order. A file is named
-// NNNN_name.sql; the number is its version.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		num, name, ok := strings.Cut(strings.TrimSuffix(e.Name(), ".sql"), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration file %s: name is not NNNN_name.sql", e.Name())
-		}
-		b, err := migrationFiles.ReadFile(path.Join("migrations", e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{version: v, name: name, sql: string(b)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
-	for i := 1; i < len(out); i++ {
-		if out[i].version == out[i-1].version {
-			return nil, fmt.Errorf("migration version %d appears twice", out[i].version)
-		}
-	}
-	return out, nil
-}
-
 // migrate applies every migration not yet recorded in schema_migrations,
 // each in its own transaction with its record, under the advisory lock.
 func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
-	all, err := migrations()
+	all, err := migration.List(migrationFiles, "migrations")
 	if err != nil {
 		return err
 	}
-	for _, m := range all {
-		if err := applyMigration(ctx, db, m, log); err != nil {
-			return fmt.Errorf("migration %04d_%s: %w", m.version, m.name, err)
-		}
-	}
-	return nil
+	return migration.Apply(all, func(m migration.Migration) error { return applyMigration(ctx, db, m, log) })
 }
 
-func applyMigration(ctx context.Context, db *sql.DB, m migration, log *slog.Logger) (err error) {
+func applyMigration(ctx context.Context, db *sql.DB, m migration.Migration, log *slog.Logger) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -97,21 +53,21 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration, log *slog.Logg
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	var done bool
-	if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)", m.version).Scan(&done); err != nil {
+	if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)", m.Version).Scan(&done); err != nil {
 		return err
 	}
 	if done {
 		return tx.Rollback()
 	}
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
+	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return err
 	}
-	log.Info("postgres: migration applied", "version", m.version, "name", m.name)
+	log.Info("postgres: migration applied", "version", m.Version, "name", m.Name)
 	return nil
 }

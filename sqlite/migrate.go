@@ -5,53 +5,15 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"path"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
+
+	"igmirror/internal/migration"
 )
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
-
-// migration is one numbered file of migrations/.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations lists the embedded migrations in order. A file is named
-// NNNN_name.sql; the number is its version.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		num, name, ok := strings.Cut(strings.TrimSuffix(e.Name(), ".sql"), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration file %s: name is not NNNN_name.sql", e.Name())
-		}
-		b, err := migrationFiles.ReadFile(path.Join("migrations", e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{version: v, name: name, sql: string(b)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
-	for i := 1; i < len(out); i++ {
-		if out[i].version == out[i-1].version {
-			return nil, fmt.Errorf("migration version %d appears twice", out[i].version)
-		}
-	}
-	return out, nil
-}
 
 // migrate applies every migration not yet recorded in schema_migrations,
 // each in its own transaction with its record, so that a migration runs
@@ -63,7 +25,7 @@ func migrations() ([]migration, error) {
 // are copied into the new table, which has the UNIQUE constraint, and the
 // old bookkeeping tables (mid_keys, user_index, store_meta) are dropped.
 func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
-	all, err := migrations()
+	all, err := migration.List(migrationFiles, "migrations")
 	if err != nil {
 		return err
 	}
@@ -73,15 +35,10 @@ func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 		applied_at DATETIME NOT NULL)`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	for _, m := range all {
-		if err := applyMigration(ctx, db, m, log); err != nil {
-			return fmt.Errorf("migration %04d_%s: %w", m.version, m.name, err)
-		}
-	}
-	return nil
+	return migration.Apply(all, func(m migration.Migration) error { return applyMigration(ctx, db, m, log) })
 }
 
-func applyMigration(ctx context.Context, db *sql.DB, m migration, log *slog.Logger) (err error) {
+func applyMigration(ctx context.Context, db *sql.DB, m migration.Migration, log *slog.Logger) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -92,14 +49,14 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration, log *slog.Logg
 		}
 	}()
 	var done int
-	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?", m.version).Scan(&done); err != nil {
+	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?", m.Version).Scan(&done); err != nil {
 		return err
 	}
 	if done > 0 {
 		return tx.Rollback()
 	}
 	legacy := false
-	if m.version == 1 {
+	if m.Version == 1 {
 		if legacy, err = hasTable(ctx, tx, "messages"); err != nil {
 			return err
 		}
@@ -110,7 +67,7 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration, log *slog.Logg
 		}
 	}
 	start := time.Now()
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 		return err
 	}
 	if legacy {
@@ -121,13 +78,13 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration, log *slog.Logg
 		log.Info("sqlite: store written before numbered migrations brought over", "messages", n, "took", time.Since(start).Round(time.Millisecond))
 	}
 	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-		m.version, m.name, time.Now().UTC()); err != nil {
+		m.Version, m.Name, time.Now().UTC()); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return err
 	}
-	log.Info("sqlite: migration applied", "version", m.version, "name", m.name)
+	log.Info("sqlite: migration applied", "version", m.Version, "name", m.Name)
 	return nil
 }
 
