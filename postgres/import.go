@@ -5,15 +5,14 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"igmirror/domain"
+	"igmirror/internal/sqlitetime"
 	"igmirror/sqlite"
 
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" database/sql driver
@@ -127,8 +126,8 @@ func readSQLiteMessages(ctx context.Context, src *sql.DB, after int64) ([]import
 			m.OriginalText = &original.String
 		}
 		m.Direction, m.MirrorStatus = domain.Direction(direction), domain.MirrorStatus(status)
-		m.Timestamp, m.CreatedAt = ts.t, created.t
-		m.DeletedAt, m.MirrorLastAttemptAt, m.MirroredAt = deletedAt.ptr(), lastAttemptAt.ptr(), mirroredAt.ptr()
+		m.Timestamp, m.CreatedAt = ts.T, created.T
+		m.DeletedAt, m.MirrorLastAttemptAt, m.MirroredAt = deletedAt.Ptr(), lastAttemptAt.Ptr(), mirroredAt.Ptr()
 		switch m.MirrorStatus {
 		case domain.MirrorMirrored, domain.MirrorDisabled:
 		default:
@@ -262,9 +261,9 @@ func importDeliveries(ctx context.Context, pg *Store, src *sql.DB, out io.Writer
 				body = []byte{}
 			}
 			sum := sha256.Sum256(body)
-			at, sig, bodies, items = append(at, t.t), append(sig, sg), append(bodies, body), append(items, it)
+			at, sig, bodies, items = append(at, t.T), append(sig, sg), append(bodies, body), append(items, it)
 			stored, dups, unsent, edits = append(stored, st), append(dups, du), append(unsent, un), append(edits, ed)
-			keys = append(keys, importKey("delivery", id, t.t.Format(time.RFC3339Nano), sg, hex.EncodeToString(sum[:])))
+			keys = append(keys, importKey("delivery", id, t.T.Format(time.RFC3339Nano), sg, hex.EncodeToString(sum[:])))
 			last = id
 		}
 		rows.Close()
@@ -285,55 +284,15 @@ func importDeliveries(ctx context.Context, pg *Store, src *sql.DB, out io.Writer
 	}
 }
 
-// liteTime scans a SQLite DATETIME whichever way the driver hands it
-// over: a time.Time where it knows the column's declared type, else text.
-type liteTime struct {
-	t     time.Time
-	valid bool
-}
+// liteTime is a SQLite DATETIME cut to microseconds, PostgreSQL's
+// precision.
+type liteTime struct{ sqlitetime.Time }
 
-// liteLayouts are the forms the SQLite driver writes times in.
-var liteLayouts = []string{
-	"2006-01-02 15:04:05.999999999-07:00",
-	"2006-01-02T15:04:05.999999999-07:00",
-	"2006-01-02 15:04:05.999999999",
-	"2006-01-02T15:04:05.999999999",
-	"2006-01-02 15:04:05",
-	"2006-01-02T15:04:05",
-	"2006-01-02",
-}
-
+// Scan implements sql.Scanner.
 func (lt *liteTime) Scan(v any) error {
-	switch x := v.(type) {
-	case nil:
-		*lt = liteTime{}
-		return nil
-	case time.Time:
-		*lt = liteTime{t: x.UTC().Truncate(time.Microsecond), valid: true}
-		return nil
-	case string:
-		return lt.parse(x)
-	case []byte:
-		return lt.parse(string(x))
+	if err := lt.Time.Scan(v); err != nil {
+		return err
 	}
-	return fmt.Errorf("cannot scan %T into a time", v)
-}
-
-func (lt *liteTime) parse(s string) error {
-	s = strings.TrimSuffix(s, "Z")
-	for _, layout := range liteLayouts {
-		if t, err := time.Parse(layout, s); err == nil {
-			*lt = liteTime{t: t.UTC().Truncate(time.Microsecond), valid: true}
-			return nil
-		}
-	}
-	return errors.New("cannot parse time " + strconv.Quote(s))
-}
-
-func (lt liteTime) ptr() *time.Time {
-	if !lt.valid {
-		return nil
-	}
-	t := lt.t
-	return &t
+	lt.T = lt.T.Truncate(time.Microsecond)
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"igmirror/domain"
+	"igmirror/internal/sqlitetime"
 
 	"gorm.io/gorm"
 )
@@ -28,8 +29,8 @@ func scanMessage(sc scanner) (domain.Message, error) {
 		m                                    domain.Message
 		mid, original                        sql.NullString
 		direction, status                    string
-		ts, created                          sqlTime
-		deletedAt, lastAttemptAt, mirroredAt sqlTime
+		ts, created                          sqlitetime.Time
+		deletedAt, lastAttemptAt, mirroredAt sqlitetime.Time
 	)
 	err := sc.Scan(&m.ID, &mid, &m.SenderID, &m.RecipientID, &direction, &m.MessageText, &ts, &created,
 		&status, &m.UserID, &m.Attachments, &m.ReplyToMID, &m.Standby, &m.Deleted, &deletedAt, &original, &m.EditCount,
@@ -44,8 +45,8 @@ func scanMessage(sc scanner) (domain.Message, error) {
 	if original.Valid {
 		m.OriginalText = &original.String
 	}
-	m.Timestamp, m.CreatedAt = ts.t, created.t
-	m.DeletedAt, m.MirrorLastAttemptAt, m.MirroredAt = deletedAt.ptr(), lastAttemptAt.ptr(), mirroredAt.ptr()
+	m.Timestamp, m.CreatedAt = ts.T, created.T
+	m.DeletedAt, m.MirrorLastAttemptAt, m.MirroredAt = deletedAt.Ptr(), lastAttemptAt.Ptr(), mirroredAt.Ptr()
 	return m, nil
 }
 
@@ -80,60 +81,6 @@ func scanMessages(rows *sql.Rows) ([]domain.Message, error) {
 		out = append(out, m)
 	}
 	return out, rows.Err()
-}
-
-// sqlTime scans a DATETIME column whichever way the driver hands it over:
-// a time.Time where it knows the column's declared type, the text
-// otherwise (RETURNING rows, expressions).
-type sqlTime struct {
-	t     time.Time
-	valid bool
-}
-
-// timeLayouts are the forms the SQLite driver writes times in.
-var timeLayouts = []string{
-	"2006-01-02 15:04:05.999999999-07:00",
-	"2006-01-02T15:04:05.999999999-07:00",
-	"2006-01-02 15:04:05.999999999",
-	"2006-01-02T15:04:05.999999999",
-	"2006-01-02 15:04:05",
-	"2006-01-02T15:04:05",
-	"2006-01-02",
-}
-
-func (st *sqlTime) Scan(v any) error {
-	switch x := v.(type) {
-	case nil:
-		*st = sqlTime{}
-		return nil
-	case time.Time:
-		*st = sqlTime{t: x.UTC(), valid: true}
-		return nil
-	case string:
-		return st.parse(x)
-	case []byte:
-		return st.parse(string(x))
-	}
-	return fmt.Errorf("cannot scan %T into a time", v)
-}
-
-func (st *sqlTime) parse(s string) error {
-	s = strings.TrimSuffix(s, "Z")
-	for _, layout := range timeLayouts {
-		if t, err := time.Parse(layout, s); err == nil {
-			*st = sqlTime{t: t.UTC(), valid: true}
-			return nil
-		}
-	}
-	return fmt.Errorf("cannot parse time %q", s)
-}
-
-func (st sqlTime) ptr() *time.Time {
-	if !st.valid {
-		return nil
-	}
-	t := st.t
-	return &t
 }
 
 // List returns one page of messages, newest first, and the cursor of the
@@ -238,7 +185,7 @@ func (s *Store) OldestUnmirrored(ctx context.Context) (time.Time, bool, error) {
 	var oldest time.Time
 	found := false
 	for _, st := range []domain.MirrorStatus{domain.MirrorPending, domain.MirrorDropped, domain.MirrorFailed} {
-		var c sqlTime
+		var c sqlitetime.Time
 		err := s.rsql.QueryRowContext(ctx, "SELECT created_at FROM messages WHERE mirror_status = ? ORDER BY id LIMIT 1", string(st)).Scan(&c)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
@@ -246,8 +193,8 @@ func (s *Store) OldestUnmirrored(ctx context.Context) (time.Time, bool, error) {
 		if err != nil {
 			return time.Time{}, false, fmt.Errorf("oldest unmirrored: %w", err)
 		}
-		if !found || c.t.Before(oldest) {
-			oldest, found = c.t, true
+		if !found || c.T.Before(oldest) {
+			oldest, found = c.T, true
 		}
 	}
 	return oldest, found, nil
@@ -258,7 +205,7 @@ const deliveryCols = "id, received_at, signature, length(body), stored, duplicat
 
 func scanDelivery(sc scanner, body *[]byte) (domain.Delivery, error) {
 	var d domain.Delivery
-	var at sqlTime
+	var at sqlitetime.Time
 	var items string
 	dest := []any{&d.ID, &at, &d.Signature, &d.Size, &d.Stored, &d.Duplicates, &d.Unsent, &d.Edited, &items}
 	if body != nil {
@@ -267,7 +214,7 @@ func scanDelivery(sc scanner, body *[]byte) (domain.Delivery, error) {
 	if err := sc.Scan(dest...); err != nil {
 		return d, err
 	}
-	d.ReceivedAt = at.t
+	d.ReceivedAt = at.T
 	if err := json.Unmarshal([]byte(items), &d.Items); err != nil {
 		return d, fmt.Errorf("delivery %d items: %w", d.ID, err)
 	}
