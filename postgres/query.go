@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"igmirror/domain"
+	"igmirror/internal/page"
 )
 
 // messageColList are the messages columns, in scanMessage's order.
@@ -72,45 +73,29 @@ func scanMessages(rows *sql.Rows) ([]domain.Message, error) {
 // List returns one page of messages, newest first, and the cursor of the
 // next page ("" when this is the last).
 func (s *Store) List(ctx context.Context, f domain.ListFilter) ([]domain.Message, string, error) {
-	var before int64
-	if f.Cursor != "" {
-		var err error
-		if before, err = domain.DecodeCursor(f.Cursor); err != nil {
-			return nil, "", err
-		}
+	q, err := page.New(f.Cursor, f.Limit, page.Dollar)
+	if err != nil {
+		return nil, "", err
 	}
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	var p params
-	var where []string
 	if f.UserID != "" {
-		where = append(where, "user_id = "+p.add(f.UserID))
+		q.Where("user_id =", f.UserID)
 	}
 	if f.Direction != "" {
-		where = append(where, "direction = "+p.add(string(f.Direction)))
+		q.Where("direction =", string(f.Direction))
 	}
 	if f.MirrorStatus != "" {
-		where = append(where, "mirror_status = "+p.add(string(f.MirrorStatus)))
+		q.Where("mirror_status =", string(f.MirrorStatus))
 	}
 	if !f.Since.IsZero() {
-		where = append(where, "timestamp >= "+p.add(f.Since.UTC()))
+		q.Where("timestamp >=", f.Since.UTC())
 	}
 	if !f.Until.IsZero() {
-		where = append(where, "timestamp < "+p.add(f.Until.UTC()))
+		q.Where("timestamp <", f.Until.UTC())
 	}
-	if before > 0 {
-		where = append(where, "id < "+p.add(before))
-	}
-	q := "SELECT " + messageCols + " FROM messages "
-	if len(where) > 0 {
-		q += "WHERE " + strings.Join(where, " AND ") + " "
-	}
-	q += "ORDER BY id DESC LIMIT " + p.add(limit+1)
+	tail, args := q.Tail()
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	rows, err := s.db.QueryContext(ctx, q, p.v...)
+	rows, err := s.db.QueryContext(ctx, "SELECT "+messageCols+" FROM messages "+tail, args...)
 	if err != nil {
 		return nil, "", s.wrap("list messages", err)
 	}
@@ -118,13 +103,11 @@ func (s *Store) List(ctx context.Context, f domain.ListFilter) ([]domain.Message
 	if err != nil {
 		return nil, "", s.wrap("list messages", err)
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = domain.EncodeCursor(out[len(out)-1].ID)
-	}
+	out, next := page.Cut(q, out, messageID)
 	return out, next, nil
 }
+
+func messageID(m domain.Message) int64 { return m.ID }
 
 // Get returns one message by id, or domain.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id int64) (domain.Message, error) {
@@ -231,36 +214,20 @@ func scanDelivery(sc scanner, body *[]byte) (domain.Delivery, error) {
 // ListDeliveries returns one page of the journal, newest first, without
 // bodies.
 func (s *Store) ListDeliveries(ctx context.Context, f domain.DeliveryFilter) ([]domain.Delivery, string, error) {
-	var before int64
-	if f.Cursor != "" {
-		var err error
-		if before, err = domain.DecodeCursor(f.Cursor); err != nil {
-			return nil, "", err
-		}
+	q, err := page.New(f.Cursor, f.Limit, page.Dollar)
+	if err != nil {
+		return nil, "", err
 	}
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	var p params
-	var where []string
 	if !f.Since.IsZero() {
-		where = append(where, "received_at >= "+p.add(f.Since.UTC()))
+		q.Where("received_at >=", f.Since.UTC())
 	}
 	if !f.Until.IsZero() {
-		where = append(where, "received_at < "+p.add(f.Until.UTC()))
+		q.Where("received_at <", f.Until.UTC())
 	}
-	if before > 0 {
-		where = append(where, "id < "+p.add(before))
-	}
-	q := "SELECT " + deliveryCols + " FROM deliveries "
-	if len(where) > 0 {
-		q += "WHERE " + strings.Join(where, " AND ") + " "
-	}
-	q += "ORDER BY id DESC LIMIT " + p.add(limit+1)
+	tail, args := q.Tail()
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	rows, err := s.db.QueryContext(ctx, q, p.v...)
+	rows, err := s.db.QueryContext(ctx, "SELECT "+deliveryCols+" FROM deliveries "+tail, args...)
 	if err != nil {
 		return nil, "", s.wrap("list deliveries", err)
 	}
@@ -276,13 +243,11 @@ func (s *Store) ListDeliveries(ctx context.Context, f domain.DeliveryFilter) ([]
 	if err := rows.Err(); err != nil {
 		return nil, "", s.wrap("list deliveries", err)
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = domain.EncodeCursor(out[len(out)-1].ID)
-	}
+	out, next := page.Cut(q, out, deliveryID)
 	return out, next, nil
 }
+
+func deliveryID(d domain.Delivery) int64 { return d.ID }
 
 // GetDelivery returns one journal record with its body.
 func (s *Store) GetDelivery(ctx context.Context, id int64) (domain.Delivery, error) {

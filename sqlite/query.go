@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"igmirror/domain"
+	"igmirror/internal/page"
 	"igmirror/internal/sqlitetime"
 
 	"gorm.io/gorm"
@@ -86,53 +86,35 @@ func scanMessages(rows *sql.Rows) ([]domain.Message, error) {
 // List returns one page of messages, newest first, and the cursor of the
 // next page ("" when this is the last).
 func (s *Store) List(ctx context.Context, f domain.ListFilter) ([]domain.Message, string, error) {
-	var before int64
-	if f.Cursor != "" {
-		var err error
-		if before, err = domain.DecodeCursor(f.Cursor); err != nil {
-			return nil, "", err
-		}
+	q, err := page.New(f.Cursor, f.Limit, page.Question)
+	if err != nil {
+		return nil, "", err
 	}
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	var where []string
-	var args []any
-	add := func(cond string, arg any) { where, args = append(where, cond), append(args, arg) }
 	if f.UserID != "" {
-		add("user_id = ?", f.UserID)
+		q.Where("user_id =", f.UserID)
 	}
 	if f.Direction != "" {
-		add("direction = ?", string(f.Direction))
+		q.Where("direction =", string(f.Direction))
 	}
 	if f.MirrorStatus != "" {
-		add("mirror_status = ?", string(f.MirrorStatus))
+		q.Where("mirror_status =", string(f.MirrorStatus))
 	}
 	if !f.Since.IsZero() {
-		add("timestamp >= ?", f.Since.UTC())
+		q.Where("timestamp >=", f.Since.UTC())
 	}
 	if !f.Until.IsZero() {
-		add("timestamp < ?", f.Until.UTC())
+		q.Where("timestamp <", f.Until.UTC())
 	}
-	if before > 0 {
-		add("id < ?", before)
-	}
-	q := ""
-	if len(where) > 0 {
-		q = "WHERE " + strings.Join(where, " AND ") + " "
-	}
-	out, err := s.queryMessages(ctx, q+"ORDER BY id DESC LIMIT ?", append(args, limit+1)...)
+	tail, args := q.Tail()
+	out, err := s.queryMessages(ctx, tail, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list messages: %w", err)
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = domain.EncodeCursor(out[len(out)-1].ID)
-	}
+	out, next := page.Cut(q, out, messageID)
 	return out, next, nil
 }
+
+func messageID(m domain.Message) int64 { return m.ID }
 
 // Get returns one message by id, or domain.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id int64) (domain.Message, error) {
@@ -224,33 +206,18 @@ func scanDelivery(sc scanner, body *[]byte) (domain.Delivery, error) {
 // ListDeliveries returns one page of the journal, newest first, without
 // bodies.
 func (s *Store) ListDeliveries(ctx context.Context, f domain.DeliveryFilter) ([]domain.Delivery, string, error) {
-	var before int64
-	if f.Cursor != "" {
-		var err error
-		if before, err = domain.DecodeCursor(f.Cursor); err != nil {
-			return nil, "", err
-		}
+	q, err := page.New(f.Cursor, f.Limit, page.Question)
+	if err != nil {
+		return nil, "", err
 	}
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	var where []string
-	var args []any
 	if !f.Since.IsZero() {
-		where, args = append(where, "received_at >= ?"), append(args, f.Since.UTC())
+		q.Where("received_at >=", f.Since.UTC())
 	}
 	if !f.Until.IsZero() {
-		where, args = append(where, "received_at < ?"), append(args, f.Until.UTC())
+		q.Where("received_at <", f.Until.UTC())
 	}
-	if before > 0 {
-		where, args = append(where, "id < ?"), append(args, before)
-	}
-	q := "SELECT " + deliveryCols + " FROM deliveries "
-	if len(where) > 0 {
-		q += "WHERE " + strings.Join(where, " AND ") + " "
-	}
-	rows, err := s.rsql.QueryContext(ctx, q+"ORDER BY id DESC LIMIT ?", append(args, limit+1)...)
+	tail, args := q.Tail()
+	rows, err := s.rsql.QueryContext(ctx, "SELECT "+deliveryCols+" FROM deliveries "+tail, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list deliveries: %w", err)
 	}
@@ -266,13 +233,11 @@ func (s *Store) ListDeliveries(ctx context.Context, f domain.DeliveryFilter) ([]
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list deliveries: %w", err)
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = domain.EncodeCursor(out[len(out)-1].ID)
-	}
+	out, next := page.Cut(q, out, deliveryID)
 	return out, next, nil
 }
+
+func deliveryID(d domain.Delivery) int64 { return d.ID }
 
 // GetDelivery returns one journal record with its body.
 func (s *Store) GetDelivery(ctx context.Context, id int64) (domain.Delivery, error) {
