@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"igmirror/domain"
+	"igmirror/internal/renewal"
 )
 
 // lease is this process's mirror lease: a row of mirror_leases that the
@@ -61,37 +62,24 @@ func (s *Store) renewLease(ctx context.Context) error {
 }
 
 // keepLease renews the lease three times per timeout until Close, and
-// folds the state counts' deltas now and then.
+// folds the state counts' deltas after each renewal that worked.
 func (s *Store) keepLease() {
 	defer close(s.renewDone)
-	t := time.NewTicker(s.lease.timeout / 3)
-	defer t.Stop()
-	failing := false
-	for {
-		select {
-		case <-s.renewStop:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), min(s.lease.timeout/3, s.opTimeout))
+	period := s.lease.timeout / 3
+	renewal.Run(s.renewStop, period, s.log, s.lease.owner, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), min(period, s.opTimeout))
 		err := s.renewLease(ctx)
 		cancel()
-		switch {
-		case err != nil && !failing:
-			failing = true
-			s.log.Warn("mirror lease not renewed; once it lapses this instance mirrors nothing and others take its messages over", "owner", s.lease.owner, "err", s.scrubbed(err))
-		case err == nil && failing:
-			failing = false
-			s.log.Info("mirror lease renewed again", "owner", s.lease.owner)
+		if err != nil {
+			return s.scrubbed(err)
 		}
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), s.opTimeout)
-			if err := s.compactCounts(ctx); err != nil {
-				s.log.Warn("fold status count deltas", "err", s.scrubbed(err))
-			}
-			cancel()
+		ctx, cancel = context.WithTimeout(context.Background(), s.opTimeout)
+		defer cancel()
+		if err := s.compactCounts(ctx); err != nil {
+			s.log.Warn("fold status count deltas", "err", s.scrubbed(err))
 		}
-	}
+		return nil
+	})
 }
 
 // releaseLease deletes the lease row (the writer has stopped).

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"igmirror/domain"
+	"igmirror/internal/renewal"
 
 	"gorm.io/gorm"
 )
@@ -67,27 +68,12 @@ func (s *Store) renewLease(ctx context.Context) error {
 // keepLease renews the lease three times per timeout until Close.
 func (s *Store) keepLease() {
 	defer close(s.renewDone)
-	t := time.NewTicker(s.lease.timeout / 3)
-	defer t.Stop()
-	failing := false
-	for {
-		select {
-		case <-s.renewStop:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.lease.timeout/3)
-		err := s.renewLease(ctx)
-		cancel()
-		switch {
-		case err != nil && !failing:
-			failing = true
-			s.log.Warn("mirror lease not renewed; once it lapses this instance mirrors nothing and others take its messages over", "owner", s.lease.owner, "err", err)
-		case err == nil && failing:
-			failing = false
-			s.log.Info("mirror lease renewed again", "owner", s.lease.owner)
-		}
-	}
+	period := s.lease.timeout / 3
+	renewal.Run(s.renewStop, period, s.log, s.lease.owner, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), period)
+		defer cancel()
+		return s.renewLease(ctx)
+	})
 }
 
 // releaseLease deletes the lease row (the writer has stopped).
