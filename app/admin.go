@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -95,6 +96,26 @@ func parseTimeParam(name, v string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
+// parseWindow reads the since, until and limit parameters of an admin
+// list; limit is 50 when absent.
+func parseWindow(q url.Values) (since, until time.Time, limit int, err error) {
+	if since, err = parseTimeParam("since", q.Get("since")); err != nil {
+		return time.Time{}, time.Time{}, 0, err
+	}
+	if until, err = parseTimeParam("until", q.Get("until")); err != nil {
+		return time.Time{}, time.Time{}, 0, err
+	}
+	limit = 50
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 500 {
+			return since, until, 0, badParam("limit", "want a whole number from 1 to 500")
+		}
+		limit = n
+	}
+	return since, until, limit, nil
+}
+
 func parseStatus(v string) (domain.MirrorStatus, error) {
 	s := domain.MirrorStatus(v)
 	if v != "" && !s.Valid() {
@@ -112,7 +133,7 @@ func (a *App) rejectedDeliveries(c echo.Context) error {
 // listMessages is GET /admin/messages: newest first, filtered, paged.
 func (a *App) listMessages(c echo.Context) error {
 	q := c.QueryParams()
-	f := domain.ListFilter{UserID: q.Get("user_id"), Cursor: q.Get("cursor"), Limit: 50}
+	f := domain.ListFilter{UserID: q.Get("user_id"), Cursor: q.Get("cursor")}
 	if d := q.Get("direction"); d != "" {
 		f.Direction = domain.Direction(d)
 		if !f.Direction.Valid() {
@@ -123,18 +144,8 @@ func (a *App) listMessages(c echo.Context) error {
 	if f.MirrorStatus, err = parseStatus(q.Get("mirror_status")); err != nil {
 		return err
 	}
-	if f.Since, err = parseTimeParam("since", q.Get("since")); err != nil {
+	if f.Since, f.Until, f.Limit, err = parseWindow(q); err != nil {
 		return err
-	}
-	if f.Until, err = parseTimeParam("until", q.Get("until")); err != nil {
-		return err
-	}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 500 {
-			return badParam("limit", "want a whole number from 1 to 500")
-		}
-		f.Limit = n
 	}
 	msgs, next, err := a.store.List(c.Request().Context(), f)
 	if errors.Is(err, domain.ErrBadCursor) {

@@ -22,20 +22,10 @@ const maxReplay = 10000
 // listDeliveries is GET /admin/deliveries: the journal, newest first.
 func (a *App) listDeliveries(c echo.Context) error {
 	q := c.QueryParams()
-	f := domain.DeliveryFilter{Cursor: q.Get("cursor"), Limit: 50}
+	f := domain.DeliveryFilter{Cursor: q.Get("cursor")}
 	var err error
-	if f.Since, err = parseTimeParam("since", q.Get("since")); err != nil {
+	if f.Since, f.Until, f.Limit, err = parseWindow(q); err != nil {
 		return err
-	}
-	if f.Until, err = parseTimeParam("until", q.Get("until")); err != nil {
-		return err
-	}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 500 {
-			return badParam("limit", "want a whole number from 1 to 500")
-		}
-		f.Limit = n
 	}
 	ds, next, err := a.store.ListDeliveries(c.Request().Context(), f)
 	if errors.Is(err, domain.ErrBadCursor) {
