@@ -73,24 +73,9 @@ func scanMessages(rows *sql.Rows) ([]domain.Message, error) {
 // List returns one page of messages, newest first, and the cursor of the
 // next page ("" when this is the last).
 func (s *Store) List(ctx context.Context, f domain.ListFilter) ([]domain.Message, string, error) {
-	q, err := page.New(f.Cursor, f.Limit, page.Dollar)
+	q, err := page.Messages(f, page.Dollar)
 	if err != nil {
 		return nil, "", err
-	}
-	if f.UserID != "" {
-		q.Where("user_id =", f.UserID)
-	}
-	if f.Direction != "" {
-		q.Where("direction =", string(f.Direction))
-	}
-	if f.MirrorStatus != "" {
-		q.Where("mirror_status =", string(f.MirrorStatus))
-	}
-	if !f.Since.IsZero() {
-		q.Where("timestamp >=", f.Since.UTC())
-	}
-	if !f.Until.IsZero() {
-		q.Where("timestamp <", f.Until.UTC())
 	}
 	tail, args := q.Tail()
 	ctx, cancel := s.bound(ctx)
@@ -214,15 +199,9 @@ func scanDelivery(sc scanner, body *[]byte) (domain.Delivery, error) {
 // ListDeliveries returns one page of the journal, newest first, without
 // bodies.
 func (s *Store) ListDeliveries(ctx context.Context, f domain.DeliveryFilter) ([]domain.Delivery, string, error) {
-	q, err := page.New(f.Cursor, f.Limit, page.Dollar)
+	q, err := page.Deliveries(f, page.Dollar)
 	if err != nil {
 		return nil, "", err
-	}
-	if !f.Since.IsZero() {
-		q.Where("received_at >=", f.Since.UTC())
-	}
-	if !f.Until.IsZero() {
-		q.Where("received_at <", f.Until.UTC())
 	}
 	tail, args := q.Tail()
 	ctx, cancel := s.bound(ctx)

@@ -2,7 +2,8 @@
 // newest first by id, a page resumed below the last id of the one before
 // through an opaque cursor (domain.EncodeCursor), so that rows stored
 // while a client pages never shift the pages it has yet to fetch. The
-// conditions are the adapter's; only their placeholders differ by engine.
+// filters' columns are the same in every engine's schema; only the
+// placeholders differ.
 package page
 
 import (
@@ -48,6 +49,46 @@ func New(cursor string, limit int, mark Placeholder) (*Query, error) {
 		if q.before, err = domain.DecodeCursor(cursor); err != nil {
 			return nil, err
 		}
+	}
+	return q, nil
+}
+
+// Messages starts the query of a page of messages that f selects.
+func Messages(f domain.ListFilter, mark Placeholder) (*Query, error) {
+	q, err := New(f.Cursor, f.Limit, mark)
+	if err != nil {
+		return nil, err
+	}
+	if f.UserID != "" {
+		q.Where("user_id =", f.UserID)
+	}
+	if f.Direction != "" {
+		q.Where("direction =", string(f.Direction))
+	}
+	if f.MirrorStatus != "" {
+		q.Where("mirror_status =", string(f.MirrorStatus))
+	}
+	if !f.Since.IsZero() {
+		q.Where("timestamp >=", f.Since.UTC())
+	}
+	if !f.Until.IsZero() {
+		q.Where("timestamp <", f.Until.UTC())
+	}
+	return q, nil
+}
+
+// Deliveries starts the query of a page of the delivery journal that f
+// selects.
+func Deliveries(f domain.DeliveryFilter, mark Placeholder) (*Query, error) {
+	q, err := New(f.Cursor, f.Limit, mark)
+	if err != nil {
+		return nil, err
+	}
+	if !f.Since.IsZero() {
+		q.Where("received_at >=", f.Since.UTC())
+	}
+	if !f.Until.IsZero() {
+		q.Where("received_at <", f.Until.UTC())
 	}
 	return q, nil
 }
