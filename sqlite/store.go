@@ -25,6 +25,7 @@ import (
 	"igmirror/internal/gormlog"
 	"igmirror/internal/groupcommit"
 
+	"github.com/mattn/go-sqlite3"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 )
@@ -102,6 +103,30 @@ func (r *writeReq) Messages() int {
 // Open opens (creating if needed) the SQLite file, applies the
 // migrations, takes this instance's mirror lease and starts the writer.
 func Open(opts Options) (*Store, error) {
+	// Processes opening a new file at the same moment race to switch it
+	// to WAL and to migrate it; SQLite answers some of those steps "busy"
+	// at once, without waiting on the busy timeout. Each step is safe to
+	// do again, so a busy open is tried again, for a few seconds at most.
+	var err error
+	for wait := 20 * time.Millisecond; ; wait *= 2 {
+		var s *Store
+		if s, err = open(opts); err == nil || !isBusy(err) || wait > 2*time.Second {
+			return s, err
+		}
+		time.Sleep(wait)
+	}
+}
+
+// isBusy reports whether err is SQLite's "database is locked" (or busy).
+func isBusy(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked
+	}
+	return false
+}
+
+func open(opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
