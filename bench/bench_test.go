@@ -63,6 +63,35 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
+// TestClientURLRoundRobin: with several instances the clients are spread
+// over them in turn; with one URL every client uses it.
+func TestClientURLRoundRobin(t *testing.T) {
+	s := loadSpec{url: "http://one"}
+	if got := s.clientURL(5); got != "http://one" {
+		t.Errorf("one URL: client 5 got %q", got)
+	}
+	s.urls = []string{"a", "b", "c"}
+	var got []string
+	for i := range 7 {
+		got = append(got, s.clientURL(i))
+	}
+	if want := "a b c a b c a"; strings.Join(got, " ") != want {
+		t.Errorf("round-robin: got %v, want %s", got, want)
+	}
+}
+
+// TestSecondHalfGrowth: the "flat" check compares the last sample with
+// the middle one.
+func TestSecondHalfGrowth(t *testing.T) {
+	r := rssRun{}
+	for _, v := range []int64{0, 10, 20, 40, 50, 100, 100, 100, 101, 105, 108} {
+		r.samples = append(r.samples, rssSample{v, v})
+	}
+	if got := r.secondHalfGrowth(); got < 0.079 || got > 0.081 {
+		t.Errorf("growth: got %v, want 0.08", got)
+	}
+}
+
 func TestFmtNum(t *testing.T) {
 	for _, tc := range []struct {
 		in   float64
@@ -100,6 +129,54 @@ func TestParseFlags(t *testing.T) {
 		}
 		if !o.only["growth"] || !o.only["single"] || o.only["batch"] {
 			t.Errorf("only: got %v, want growth and single", o.only)
+		}
+	})
+	t.Run("new scenarios and their flags", func(t *testing.T) {
+		o, err := parseFlags([]string{"-only", "journal,pg,instances,takeover", "-postgres", "postgres://u@db.example:5433/x", "-journal-deliveries", "5000"}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []string{"journal", "pg", "instances", "takeover"} {
+			if !o.only[s] {
+				t.Errorf("only: %s missing from %v", s, o.only)
+			}
+		}
+		if o.only["single"] {
+			t.Errorf("only: got single, not asked for")
+		}
+		if got, want := o.postgresURL, "postgres://u@db.example:5433/x"; got != want {
+			t.Errorf("postgres: got %q, want %q", got, want)
+		}
+		if got, want := o.journalDeliveries, int64(5000); got != want {
+			t.Errorf("journal-deliveries: got %d, want %d", got, want)
+		}
+	})
+	t.Run("journal and postgres defaults", func(t *testing.T) {
+		t.Setenv("IGMIRROR_TEST_POSTGRES", "")
+		o, err := parseFlags(nil, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := o.journalDeliveries, int64(1_000_000); got != want {
+			t.Errorf("journal-deliveries: got %d, want %d", got, want)
+		}
+		if got, want := o.postgresURL, defaultPostgres; got != want {
+			t.Errorf("postgres: got %q, want %q", got, want)
+		}
+		t.Setenv("IGMIRROR_TEST_POSTGRES", "postgres://from-env@127.0.0.1:1/db")
+		if o, _ = parseFlags(nil, io.Discard); o.postgresURL != "postgres://from-env@127.0.0.1:1/db" {
+			t.Errorf("postgres: got %q, want $IGMIRROR_TEST_POSTGRES", o.postgresURL)
+		}
+		q, err := parseFlags([]string{"-quick"}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := q.journalDeliveries, int64(100_000); got != want {
+			t.Errorf("quick journal-deliveries: got %d, want %d", got, want)
+		}
+		q, _ = parseFlags([]string{"-quick", "-journal-deliveries", "2000"}, io.Discard)
+		if got, want := q.journalDeliveries, int64(2000); got != want {
+			t.Errorf("quick with explicit journal-deliveries: got %d, want %d", got, want)
 		}
 	})
 	t.Run("unknown scenario", func(t *testing.T) {

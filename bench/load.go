@@ -16,7 +16,11 @@ import (
 
 // loadSpec describes one run of the load generator.
 type loadSpec struct {
-	url         string // the webhook URL
+	url string // the webhook URL
+	// urls, when set, are several instances' webhook URLs: client i posts
+	// to urls[i % len(urls)] (round-robin over the clients), and url is
+	// not used.
+	urls        []string
 	secret      []byte // INSTAGRAM_APP_SECRET
 	clients     int    // concurrent keep-alive connections
 	perDelivery int    // messages per delivery
@@ -137,12 +141,12 @@ func runLoad(ctx context.Context, spec loadSpec) loadResult {
 	if spec.rate > 0 {
 		sched = make(chan time.Time, 1<<16)
 	}
-	do := func(p *payloads, w *workerStats, scheduled time.Time) {
+	do := func(url string, p *payloads, w *workerStats, scheduled time.Time) {
 		body, sig := p.delivery(spec.perDelivery)
 		if scheduled.IsZero() {
 			scheduled = time.Now()
 		}
-		status, err := post(ctx, client, spec.url, body, sig)
+		status, err := post(ctx, client, url, body, sig)
 		d := time.Since(scheduled)
 		if ctx.Err() != nil {
 			return
@@ -187,14 +191,15 @@ func runLoad(ctx context.Context, spec loadSpec) loadResult {
 			defer wg.Done()
 			p := newPayloads(spec.secret, uint64(i)+1)
 			w := &stats[i]
+			url := spec.clientURL(i)
 			if sched == nil {
 				for !stop.Load() && ctx.Err() == nil {
-					do(p, w, time.Time{})
+					do(url, p, w, time.Time{})
 				}
 				return
 			}
 			for t := range sched {
-				do(p, w, t)
+				do(url, p, w, t)
 			}
 		}()
 	}
@@ -248,6 +253,15 @@ func runLoad(ctx context.Context, spec loadSpec) loadResult {
 	}
 	slices.Sort(res.lat)
 	return res
+}
+
+// clientURL is the URL client i posts to: round-robin over urls when
+// there are several instances, url otherwise.
+func (s loadSpec) clientURL(i int) string {
+	if len(s.urls) > 0 {
+		return s.urls[i%len(s.urls)]
+	}
+	return s.url
 }
 
 // wait sleeps for d, or less when ctx ends or stop is set.

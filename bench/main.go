@@ -8,6 +8,7 @@
 //	go run ./bench -quick           # everything, smaller, under a minute
 //	go run ./bench -only single,batch -duration 10s
 //	go run ./bench -only growth -rows 10000000
+//	go run ./bench -only pg,instances,takeover   # PostgreSQL (-postgres)
 //
 // Progress goes to stderr, the table (Markdown) to stdout. Interrupted, it
 // still stops every process it started and drops its databases.
@@ -38,7 +39,10 @@ const (
 )
 
 // scenarios, in the order they run.
-var scenarios = []string{"single", "full", "batch", "stall", "memory", "mirror", "drops", "growth"}
+var scenarios = []string{"single", "full", "batch", "stall", "memory", "mirror", "drops", "growth", "journal", "pg", "instances", "takeover"}
+
+// pgScenarios need a PostgreSQL server (-postgres).
+var pgScenarios = []string{"pg", "instances", "takeover"}
 
 // options are the command-line flags.
 type options struct {
@@ -53,8 +57,15 @@ type options struct {
 	dropsBatch int
 	quick      bool
 	mysqlDSN   string
-	pprofDir   string
-	keep       bool
+	// postgresURL is the PostgreSQL server of the pg, instances and
+	// takeover figures (a database the user may connect to; each scenario
+	// creates and drops its own).
+	postgresURL string
+	// journalDeliveries is how many deliveries the journal's size figure
+	// sends.
+	journalDeliveries int64
+	pprofDir          string
+	keep              bool
 }
 
 func main() {
@@ -77,12 +88,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.mirrorRows, "mirror-rows", 100_000, "pending messages preloaded for the mirror throughput figure")
 	fs.Float64Var(&o.rate, "rate", 10_000, "messages per second for the drops figure")
 	fs.IntVar(&o.dropsBatch, "drops-batch", 10, "messages per delivery for the drops figure")
+	fs.Int64Var(&o.journalDeliveries, "journal-deliveries", 1_000_000, "single-message deliveries sent for the journal's size figure")
 	fs.BoolVar(&o.quick, "quick", false, "smaller runs of every figure, under a minute in all")
 	dsn := os.Getenv("IGMIRROR_TEST_MYSQL")
 	if dsn == "" {
 		dsn = "root@tcp(127.0.0.1:3306)/"
 	}
 	fs.StringVar(&o.mysqlDSN, "mysql", dsn, "MySQL/MariaDB server (go-sql-driver DSN without database; default $IGMIRROR_TEST_MYSQL)")
+	pgURL := os.Getenv("IGMIRROR_TEST_POSTGRES")
+	if pgURL == "" {
+		pgURL = defaultPostgres
+	}
+	fs.StringVar(&o.postgresURL, "postgres", pgURL, "PostgreSQL server for the pg, instances and takeover figures (postgres:// URL of a database the user may connect to; default $IGMIRROR_TEST_POSTGRES)")
 	fs.StringVar(&o.pprofDir, "pprof", "", "write CPU and allocation profiles of the service under load into this directory (builds it with -tags pprof)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (service logs, databases)")
 	if err := fs.Parse(args); err != nil {
@@ -93,11 +110,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.quick {
 		// Explicit flags win over the quick defaults.
 		for name, v := range map[string]func(){
-			"duration":    func() { o.duration = 2 * time.Second },
-			"rounds":      func() { o.rounds = 1 },
-			"rows":        func() { o.rows = 100_000 },
-			"messages":    func() { o.messages = 100_000 },
-			"mirror-rows": func() { o.mirrorRows = 20_000 },
+			"duration":           func() { o.duration = 2 * time.Second },
+			"rounds":             func() { o.rounds = 1 },
+			"rows":               func() { o.rows = 100_000 },
+			"messages":           func() { o.messages = 100_000 },
+			"mirror-rows":        func() { o.mirrorRows = 20_000 },
+			"journal-deliveries": func() { o.journalDeliveries = 100_000 },
 		} {
 			if !set[name] {
 				v()
@@ -120,6 +138,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.only[s] = true
 		}
 	}
+	o.journalDeliveries = max(o.journalDeliveries, 10)
 	o.rounds = max(o.rounds, 1)
 	o.clients = max(o.clients, 1)
 	return o, nil
@@ -137,6 +156,8 @@ type bench struct {
 	notes  []string
 	crm    *crmDB // nil when no MySQL
 	crmErr error
+	pgVer  string // PostgreSQL server version; "" when not used or not reachable
+	pgErr  error
 	load0  string // /proc/loadavg when the run started
 }
 
@@ -169,7 +190,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fn   func(context.Context) error
 	}{
 		{"single", b.single}, {"batch", b.batch}, {"stall", b.stall}, {"memory", b.memory},
-		{"mirror", b.mirrorThroughput}, {"drops", b.drops}, {"growth", b.growth},
+		{"mirror", b.mirrorThroughput}, {"drops", b.drops}, {"growth", b.growth}, {"journal", b.journal},
+		{"pg", b.pg}, {"instances", b.instances}, {"takeover", b.takeover},
 	}
 	failed := false
 	for _, s := range steps {
@@ -183,7 +205,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			break
 		}
 		b.logf("== %s", s.name)
-		if err := s.fn(ctx); err != nil {
+		fn := s.fn
+		if slices.Contains(pgScenarios, s.name) && b.pgErr != nil {
+			fn = func(context.Context) error { return fmt.Errorf("needs PostgreSQL (-postgres): %v", b.pgErr) }
+		}
+		if err := fn(ctx); err != nil {
 			if ctx.Err() != nil {
 				break
 			}
@@ -241,13 +267,21 @@ func (b *bench) setup(ctx context.Context) error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./app: %w\n%s", err, out)
 	}
-	needCRM := b.opt.only["stall"] || b.opt.only["memory"] || b.opt.only["mirror"] || b.opt.only["drops"]
+	needCRM := b.opt.only["stall"] || b.opt.only["memory"] || b.opt.only["mirror"] || b.opt.only["drops"] || b.opt.only["takeover"]
 	if needCRM {
 		b.crm, b.crmErr = newCRMDB(ctx, b.opt.mysqlDSN, b.root)
 		if b.crmErr != nil {
 			b.logf("no CRM database: %v (the figures that need MySQL are skipped)", b.crmErr)
 		} else {
 			b.logf("CRM database %s on %s", b.crm.name, b.crm.cfg.Addr)
+		}
+	}
+	if slices.ContainsFunc(pgScenarios, func(s string) bool { return b.opt.only[s] }) {
+		b.pgVer, b.pgErr = pgServer(ctx, b.opt.postgresURL)
+		if b.pgErr != nil {
+			b.logf("no PostgreSQL: %v (the figures that need it are skipped)", b.pgErr)
+		} else {
+			b.logf("PostgreSQL %s on %s", b.pgVer, redactedHost(b.opt.postgresURL))
 		}
 	}
 	return nil
@@ -258,6 +292,7 @@ func (b *bench) setup(ctx context.Context) error {
 func (b *bench) cleanup() {
 	stopAll()
 	dropAllCRM()
+	dropAllPG()
 	if b.dir == "" {
 		return
 	}
@@ -319,6 +354,9 @@ func (b *bench) machine() string {
 		if err := b.crm.db.QueryRow("SELECT VERSION()").Scan(&v); err == nil {
 			db = ", MariaDB/MySQL " + v
 		}
+	}
+	if b.pgVer != "" {
+		db += ", PostgreSQL " + b.pgVer
 	}
 	return fmt.Sprintf("%d CPUs (%s)%s%s, %s%s", runtime.NumCPU(), cpu, mem, kernel, runtime.Version(), db)
 }

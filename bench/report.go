@@ -71,6 +71,9 @@ func (b *bench) commandFlags() []string {
 	if o.only["mirror"] {
 		out = append(out, "-mirror-rows "+strconv.Itoa(o.mirrorRows))
 	}
+	if o.only["journal"] {
+		out = append(out, "-journal-deliveries "+strconv.FormatInt(o.journalDeliveries, 10))
+	}
 	if o.only["drops"] {
 		out = append(out, "-rate "+strconv.FormatFloat(o.rate, 'f', -1, 64), "-drops-batch "+strconv.Itoa(o.dropsBatch))
 	}
