@@ -163,7 +163,7 @@ func (s *Store) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, now tim
 		if err != nil {
 			return fmt.Errorf("journal delivery: %w", err)
 		}
-		err = tx.QueryRowContext(ctx, "INSERT INTO deliveries (received_at, signature, body, stored, duplicates, unsent, edited, items) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+		err = tx.StmtContext(ctx, s.journal).QueryRowContext(ctx,
 			d.ReceivedAt, d.Signature, d.Body, d.Stored, d.Duplicates, d.Unsent, d.Edited, string(items)).Scan(&d.ID)
 		if err != nil {
 			return fmt.Errorf("journal delivery: %w", err)
@@ -172,6 +172,9 @@ func (s *Store) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, now tim
 	}
 	return nil
 }
+
+// journalInsertSQL records one delivery in the journal.
+const journalInsertSQL = "INSERT INTO deliveries (received_at, signature, body, stored, duplicates, unsent, edited, items) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 
 // inChunks calls fn with items in slices small enough for one IN list.
 func inChunks[T any](items []T, fn func(part []T) error) error {

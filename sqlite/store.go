@@ -69,6 +69,10 @@ type Store struct {
 	w    *groupcommit.Writer[*writeReq]
 	ckpt *checkpointer // nil if it could not start: the writer checkpoints alone
 	ins  *sizedStmts   // the writer's prepared INSERTs of messages
+	// journal is the writer's prepared INSERT of a delivery record: one
+	// per delivery, so preparing it in every commit cost the writer as
+	// much as the record itself.
+	journal *sql.Stmt
 
 	lease     lease
 	renewStop chan struct{}
@@ -220,6 +224,10 @@ func open(opts Options) (*Store, error) {
 	})
 	if s.ins, err = prepareSized(context.Background(), wsql, "insert", insertSQL); err != nil {
 		return fail(fmt.Errorf("open sqlite %s: %w", path, err), wsql, rsql)
+	}
+	if s.journal, err = wsql.PrepareContext(context.Background(), journalInsertSQL); err != nil {
+		_ = s.ins.close()
+		return fail(fmt.Errorf("open sqlite %s: prepare the journal insert: %w", path, err), wsql, rsql)
 	}
 	if s.ckpt, err = startCheckpointer(path, syncMode, opts.Logger); err != nil {
 		opts.Logger.Warn("sqlite background checkpointer not started; the writer checkpoints by itself", "err", err)
@@ -393,7 +401,7 @@ func (s *Store) Close() error {
 	if err := s.releaseLease(); err != nil {
 		s.log.Warn("release mirror lease", "err", err)
 	}
-	errs = append(errs, s.ins.close())
+	errs = append(errs, s.ins.close(), s.journal.Close())
 	if s.ckpt != nil {
 		errs = append(errs, s.ckpt.close())
 	}
