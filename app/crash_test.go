@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"igmirror/domain"
-	"igmirror/instagram"
 	"igmirror/internal/testkit/mysqltest"
 )
 
@@ -163,57 +161,18 @@ func TestCrashUnderLoad(t *testing.T) {
 	proxy.SetLatency(20 * time.Millisecond)
 	first := crashStart(t, bin, env(proxy.Port()))
 
-	var (
-		mu    sync.Mutex
-		acked = map[int]bool{}
-		next  = 0
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
-	)
 	client := &http.Client{Timeout: 5 * time.Second}
-	for range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				mu.Lock()
-				n := next
-				next++
-				mu.Unlock()
-				body := crashDelivery(n)
-				req, _ := http.NewRequest(http.MethodPost, first.base+"/webhooks/instagram", bytes.NewReader(body))
-				req.Header.Set("X-Hub-Signature-256", instagram.Sign([]byte(testAppSecret), body))
-				resp, err := client.Do(req)
-				if err != nil {
-					continue // the kill: not answered, so Meta would deliver again
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				_ = resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					mu.Lock()
-					acked[n] = true
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	eventually(t, 10*time.Second, "300 deliveries answered", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(acked) >= 300
+	load := startLoad(6, func(_, n int) bool {
+		// An error is the kill: not answered, so Meta would deliver again.
+		return postDelivery(client, first.base, crashDelivery(n)) == http.StatusOK
 	})
+	eventually(t, 10*time.Second, "300 deliveries answered", func() bool { return load.answered() >= 300 })
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	err := <-first.exited
 	first.exited <- err
-	close(stop)
-	wg.Wait()
+	acked, next := load.halt()
 	if ws, ok := first.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		t.Fatalf("first run: got %v, want killed by SIGKILL", err)
 	}
@@ -278,4 +237,57 @@ func TestCrashUnderLoad(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Errorf("second run did not stop after SIGTERM")
 	}
+}
+
+// deliveryLoad sends numbered one-message deliveries from several
+// goroutines until halted, and records which were answered 200.
+type deliveryLoad struct {
+	mu    sync.Mutex
+	acked map[int]bool
+	next  int
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// startLoad starts workers goroutines, each sending delivery after
+// delivery with send(worker, n), which reports whether delivery n was
+// answered 200.
+func startLoad(workers int, send func(worker, n int) bool) *deliveryLoad {
+	l := &deliveryLoad{acked: map[int]bool{}, stop: make(chan struct{})}
+	for w := range workers {
+		l.wg.Go(func() {
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				l.mu.Lock()
+				n := l.next
+				l.next++
+				l.mu.Unlock()
+				if send(w, n) {
+					l.mu.Lock()
+					l.acked[n] = true
+					l.mu.Unlock()
+				}
+			}
+		})
+	}
+	return l
+}
+
+// answered counts the deliveries answered 200 so far.
+func (l *deliveryLoad) answered() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
+
+// halt stops the workers and returns the deliveries answered 200 and how
+// many were sent.
+func (l *deliveryLoad) halt() (acked map[int]bool, sent int) {
+	close(l.stop)
+	l.wg.Wait()
+	return l.acked, l.next
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -63,56 +64,27 @@ func TestSeveralInstancesOneKilled(t *testing.T) {
 	proxy.SetLatency(20 * time.Millisecond)
 	insts := []*crashProc{crashStart(t, bin, env("inst-0")), crashStart(t, bin, env("inst-1")), crashStart(t, bin, env("inst-2"))}
 
-	var (
-		mu    sync.Mutex
-		acked = map[int]bool{}
-		next  = 0
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
-	)
 	client := &http.Client{Timeout: 10 * time.Second}
-	for w := range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
+	load := startLoad(6, func(w, n int) bool {
+		body := crashDelivery(n)
+		targets := []*crashProc{insts[(n+w)%3]}
+		if n%10 == 0 {
+			// The same mid at two instances at the same moment.
+			targets = append(targets, insts[(n+w+1)%3])
+		}
+		var ok atomic.Bool
+		var all sync.WaitGroup
+		for _, p := range targets {
+			all.Go(func() {
+				if postDelivery(client, p.base, body) == http.StatusOK {
+					ok.Store(true)
 				}
-				mu.Lock()
-				n := next
-				next++
-				mu.Unlock()
-				body := crashDelivery(n)
-				targets := []*crashProc{insts[(n+w)%3]}
-				if n%10 == 0 {
-					// The same mid at two instances at the same moment.
-					targets = append(targets, insts[(n+w+1)%3])
-				}
-				var codes sync.Map
-				var both sync.WaitGroup
-				for i, p := range targets {
-					both.Go(func() { codes.Store(i, postDelivery(client, p.base, body)) })
-				}
-				both.Wait()
-				codes.Range(func(_, v any) bool {
-					if v.(int) == http.StatusOK {
-						mu.Lock()
-						acked[n] = true
-						mu.Unlock()
-					}
-					return true
-				})
-			}
-		}()
-	}
-	eventually(t, 30*time.Second, "300 deliveries answered", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(acked) >= 300
+			})
+		}
+		all.Wait()
+		return ok.Load()
 	})
+	eventually(t, 30*time.Second, "300 deliveries answered", func() bool { return load.answered() >= 300 })
 	killed := insts[0]
 	if err := killed.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -122,8 +94,7 @@ func TestSeveralInstancesOneKilled(t *testing.T) {
 	killed.exited <- err
 	// The survivors go on taking deliveries for a moment.
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	acked, next := load.halt()
 
 	survivor := insts[1]
 	stored := crashStored(t, survivor) // the whole store, through any instance
