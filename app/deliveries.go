@@ -209,7 +209,7 @@ func (a *App) replayOne(ctx context.Context, d domain.Delivery, res *replayResul
 		a.log.Warn("journaled delivery no longer parses; not replayed", "delivery_id", d.ID, "err", err)
 		return nil
 	}
-	out, err := a.ingester.ingest(ctx, "replay", domain.Batch{Messages: parsed.Messages, Unsends: parsed.Unsends})
+	out, err := a.ingester.ingest(ctx, "replay", batchOf(parsed))
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,7 @@ type ingester struct {
 	metrics  *metrics
 }
 
-// ingest commits msgs (and unsends) to SQLite, then offers each newly
+// ingest commits the batch to the store, then offers each newly
 // stored message to the mirror without waiting. Room on the queue is
 // held before the save: a message the full queue has no room for is
 // stored as dropped at once (counted and logged as a drop), and one that

@@ -303,3 +303,36 @@ func TestEditUpdatesTheStoredText(t *testing.T) {
 		t.Errorf("the edit's journal record: edited %d, want 1", got)
 	}
 }
+
+// TestReplayAppliesAnEditAnOlderParserIgnored: a message_edit delivery
+// journaled when the parser did not apply edits is replayed, and the
+// stored text changes, once.
+func TestReplayAppliesAnEditAnOlderParserIgnored(t *testing.T) {
+	ta := startApp(t, testConfig(t))
+	edit := sample(t, "message_edit.json")
+	d, err := instagram.Parse(edit)
+	if err != nil || len(d.Edits) != 1 {
+		t.Fatalf("parse the edit: %v, %+v", err, d)
+	}
+	mid := d.Edits[0].MID
+	original := []byte(`{"object":"instagram","entry":[{"id":"17841400000000001","time":1763771000500,"messaging":[{"sender":{"id":"5582201937461123"},"recipient":{"id":"17841400000000001"},"timestamp":1763771000123,"message":{"mid":"` + mid + `","text":"Hi! Do you ship to Kyiv?"}}]}]}`)
+	if code, _ := ta.post(original); code != http.StatusOK {
+		t.Fatal("the original: want 200")
+	}
+	res, err := ta.store.Save(context.Background(), domain.Batch{
+		Delivery: &domain.Delivery{Body: edit, Signature: instagram.Sign([]byte(testAppSecret), edit), Items: map[string]int{"edit": 1}}})
+	if err != nil || res.DeliveryID == 0 {
+		t.Fatalf("journal the unapplied edit: %v, %+v", err, res)
+	}
+	for i, want := range []int{1, 0} {
+		var got replayResult
+		code, out := ta.adminDo(http.MethodPost, "/admin/deliveries/replay", testAdminToken, map[string]any{"ids": []int64{res.DeliveryID}})
+		if code != http.StatusOK || json.Unmarshal([]byte(out), &got) != nil || got.Edited != want {
+			t.Fatalf("replay %d: %d %s, want %d edited", i+1, code, out, want)
+		}
+	}
+	m, err := ta.store.GetByMID(context.Background(), mid)
+	if err != nil || m.MessageText != d.Edits[0].Text || m.EditCount != 1 {
+		t.Fatalf("after the replays: %+v, %v; want the edited text, one edit", m, err)
+	}
+}

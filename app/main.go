@@ -1,5 +1,6 @@
 // Command igmirror receives Instagram direct-message webhooks, stores every
-// message in SQLite (the source of truth) and mirrors each one into a CRM's
+// message in its store (SQLite, or a PostgreSQL shared by several
+// instances: the source of truth) and mirrors each one into a CRM's
 // MySQL table through a bounded in-process queue.
 package main
 

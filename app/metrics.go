@@ -25,7 +25,7 @@ const (
 	deliveryForbidden    = "forbidden"     // wrong signature
 	deliveryBadRequest   = "bad_request"   // not an Instagram delivery
 	deliveryTooLarge     = "too_large"     // over the body limit
-	deliveryStoreError   = "store_error"   // SQLite failed; Meta delivers again
+	deliveryStoreError   = "store_error"   // the local store failed; Meta delivers again
 	deliveryUnsignedDeny = "unsigned_deny" // no app secret configured
 )
 

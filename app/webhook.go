@@ -63,8 +63,9 @@ func (h *webhookHandler) receive(c echo.Context) error {
 		h.reject(c, rejectUnreadable, int64(len(body)))
 		return newAPIError(http.StatusBadRequest, "could not read request body")
 	}
+	sig := req.Header.Get("X-Hub-Signature-256")
 	if secret != "" {
-		if err := h.verifier.Verify(body, req.Header.Get("X-Hub-Signature-256")); err != nil {
+		if err := h.verifier.Verify(body, sig); err != nil {
 			if errors.Is(err, instagram.ErrSignatureMissing) {
 				h.reject(c, rejectMissingSignature, int64(len(body)))
 			} else {
@@ -81,14 +82,14 @@ func (h *webhookHandler) receive(c echo.Context) error {
 	if len(d.Unknown) > 0 || len(d.Invalid) > 0 {
 		h.logFirstSeen(c, d)
 	}
-	b := domain.Batch{Messages: d.Messages, Unsends: d.Unsends, Edits: d.Edits}
+	b := batchOf(d)
 	if h.cfg.DeliveryRetention > 0 {
 		// Journaled in the same transaction as the messages: exactly the
 		// bytes the signature covers, with the header, so the delivery can
 		// be replayed or re-posted verifiably.
 		b.Delivery = &domain.Delivery{
 			ReceivedAt: time.Now().UTC(),
-			Signature:  req.Header.Get("X-Hub-Signature-256"),
+			Signature:  sig,
 			Body:       body,
 			Items:      itemsByKind(d.Counts),
 		}
@@ -102,6 +103,12 @@ func (h *webhookHandler) receive(c echo.Context) error {
 	h.metrics.lastDelivery.SetToCurrentTime()
 	h.metrics.countItems(d.Counts)
 	return c.JSONBlob(http.StatusOK, receipt(len(res.New), res.Duplicates, res.Unsent))
+}
+
+// batchOf is what a parsed delivery asks of the store, the same for a
+// webhook and for a replay of the journal.
+func batchOf(d *instagram.Delivery) domain.Batch {
+	return domain.Batch{Messages: d.Messages, Unsends: d.Unsends, Edits: d.Edits}
 }
 
 // reject counts a refused POST under its outcome and keeps it, without

@@ -1,7 +1,7 @@
 // Package events is igmirror's in-process event bus: a bounded channel of
 // MessageSaved events between the code that stores messages and the mirror
 // workers. Publishing never blocks: when the channel is full, the event is
-// dropped and counted, and the message waits in SQLite to be offered again.
+// dropped and counted, and the message waits in the local store to be offered again.
 package events
 
 import (
@@ -155,11 +155,11 @@ func (b *Bus) noteDrops(reason string, n uint64) {
 	l.last = now
 	b.logMu.Unlock()
 	if reason == ReasonClosed {
-		b.log.Warn("mirror stopped: events dropped during shutdown; the messages stay in SQLite and are offered again",
+		b.log.Warn("mirror stopped: events dropped during shutdown; the messages stay in the local store and are offered again",
 			"dropped_since_last_log", since, "dropped_total", b.droppedShut.Load())
 		return
 	}
-	b.log.Warn("mirror queue full: events dropped; the messages stay in SQLite and are offered again",
+	b.log.Warn("mirror queue full: events dropped; the messages stay in the local store and are offered again",
 		"dropped_since_last_log", since, "dropped_total", b.droppedFull.Load(), "capacity", cap(b.ch))
 }
 

@@ -416,10 +416,12 @@ func (s *MySQLSink) threadID(c pooled) (uint64, error) {
 		return 0, err
 	}
 	s.connMu.Lock()
-	if len(s.conns) >= s.maxConns {
+	// Read before any clearing, so the connection keeps its serial; a
+	// known connection adds no entry, so only a new one may clear.
+	info, known := s.conns[c.key]
+	if !known && len(s.conns) >= s.maxConns {
 		clear(s.conns)
 	}
-	info := s.conns[c.key]
 	info.thread = id
 	s.conns[c.key] = info
 	s.connMu.Unlock()

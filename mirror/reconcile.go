@@ -173,7 +173,9 @@ func (r *Reconciler) waitForRoom(ctx context.Context) {
 type OfferResult struct {
 	Offered   int   // queued
 	Full      bool  // the queue filled before every candidate was offered
-	StoppedAt int64 // when Full: the id of the first message not offered
+	// StoppedAt, when Full, is where the candidates not yet claimed begin:
+	// the id after the last one this offer looked at.
+	StoppedAt int64
 	// TurnedAway counts claimed messages the full queue turned away (now
 	// marked dropped).
 	TurnedAway int
@@ -214,8 +216,10 @@ func (r *Reconciler) Offer(ctx context.Context, q domain.CandidateQuery) (OfferR
 				for j := i; j < len(cands); j++ {
 					rest = append(rest, cands[j].ID)
 				}
+				// Already claimed: marked dropped here, and counted, so the
+				// caller resumes after the page instead of counting them again.
 				r.store.MarkDropped(rest...)
-				res.Full, res.StoppedAt, res.TurnedAway = true, m.ID, len(rest)
+				res.Full, res.StoppedAt, res.TurnedAway = true, cands[len(cands)-1].ID+1, len(rest)
 				return res, nil
 			}
 			q.AfterID = m.ID

@@ -491,3 +491,28 @@ func mustSaveIn(t *testing.T, s *sqlite.Store, status domain.MirrorStatus, n int
 	}
 	return ids
 }
+
+// TestResyncCountsTurnedAwayOnce: messages the resync claimed but the
+// queue then turned away (here: the bus closed between the claim and the
+// offer) are marked dropped and counted once, and the deferral that
+// follows starts after them instead of counting them again.
+func TestResyncCountsTurnedAwayOnce(t *testing.T) {
+	s := mustOpenStore(t)
+	ids := mustSaveIn(t, s, domain.MirrorFailed, 4)
+	bus := events.New(8, quiet)
+	bus.Close() // Room() still says 8: the claim happens, the offer is refused
+	rec := NewReconciler(ReconcilerConfig{MaxAttempts: 3, Logger: quiet}, s, bus)
+	offered, turnedAway, err := rec.Resync(context.Background(), domain.CandidateQuery{Statuses: []domain.MirrorStatus{domain.MirrorPending, domain.MirrorFailed}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offered != 0 || turnedAway != 4 {
+		t.Errorf("resync into a closed queue: got offered %d, turned away %d; want 0, 4", offered, turnedAway)
+	}
+	for _, id := range ids {
+		eventually(t, 5*time.Second, "the turned-away message marked dropped", func() bool {
+			m := mustGet(t, s, id)
+			return m.MirrorStatus == domain.MirrorDropped && m.MirrorOwner == s.Lease().Owner
+		})
+	}
+}

@@ -92,7 +92,7 @@ func (t *tracker) move(s State, err error, byWrite bool) {
 	case StateConnected:
 		t.log.Info("crm mirror connected", "crm", t.target, "previous_state", string(prev.State))
 	case StateUnreachable:
-		t.log.Warn("crm mirror unreachable; messages stay in SQLite and are retried with backoff",
+		t.log.Warn("crm mirror unreachable; messages stay in the local store and are retried with backoff",
 			"crm", t.target, "err", cur.LastError)
 	case StateMisconfigure:
 		t.log.Error("crm mirror refused by the server (credentials, database or table); messages are marked failed until this is fixed",

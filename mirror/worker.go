@@ -107,8 +107,8 @@ func (p *Pool) Start() {
 
 // Stop closes the bus, lets the workers drain it for at most drain, then
 // cuts off whatever is still in flight. Messages not mirrored by then stay
-// pending in SQLite and are offered again at the next start. It reports
-// whether the queue drained in time.
+// pending in the store, to be taken over once this instance's lease is
+// released. It reports whether the queue drained in time.
 func (p *Pool) Stop(drain time.Duration) bool {
 	p.bus.Close()
 	if p.cancel == nil {
@@ -427,7 +427,7 @@ func (p *Pool) insert(rows []Row) error {
 	return err
 }
 
-// localTimeout bounds a status write to SQLite after the CRM write; it
+// localTimeout bounds a status write to the store after the CRM write; it
 // does not use the pool's context, since a row that reached the CRM must
 // be recorded even while shutting down.
 const localTimeout = 10 * time.Second

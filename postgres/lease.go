@@ -2,59 +2,61 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
-	"sync/atomic"
+	"database/sql"
+	"errors"
 	"time"
 
 	"igmirror/domain"
 	"igmirror/internal/renewal"
 )
 
-// lease is this process's mirror lease: a row of mirror_leases that the
-// process renews while it lives, with its expiry on the database's clock
-// (now() + timeout), so that instances on different machines agree on
-// when it lapses. The messages it stores carry its owner token, and every
-// claim checks in its WHERE that the row is unexpired, so a process that
-// can no longer renew (or whose messages another took over) claims
-// nothing and sends nothing. The token is new for every process, so a
-// restarted instance takes over its previous run's pending messages like
-// any other instance's: at once after a clean stop (the row is deleted),
-// after the timeout after a crash.
-type lease struct {
-	owner      string
-	instanceID string
-	timeout    time.Duration
-	expires    atomic.Int64 // unix microseconds of the last renewal's expiry
-}
-
-func newLease(instanceID string, timeout time.Duration) *lease {
-	if instanceID == "" {
-		instanceID, _ = os.Hostname()
-	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return &lease{owner: instanceID + "/" + hex.EncodeToString(b[:]), instanceID: instanceID, timeout: timeout}
-}
+// The lease is this process's: a row of mirror_leases that it renews
+// while it lives (renewal.Lease holds the owner token), with its expiry on
+// the database's clock (now() + timeout), so that instances on different
+// machines agree on when it lapses. The messages it stores carry its
+// owner token, and every claim checks in its WHERE that the row is
+// unexpired, so a process that can no longer renew (or whose messages
+// another took over) claims nothing and sends nothing. The token is new
+// for every process, so a restarted instance takes over its previous
+// run's pending messages like any other instance's: at once after a clean
+// stop (the row is deleted), after the timeout after a crash.
 
 // Lease returns this instance's lease.
-func (s *Store) Lease() domain.Lease {
-	return domain.Lease{Owner: s.lease.owner, InstanceID: s.lease.instanceID, ExpiresAt: time.UnixMicro(s.lease.expires.Load()).UTC()}
-}
+func (s *Store) Lease() domain.Lease { return s.lease.Domain() }
 
-// renewLease extends the lease by the timeout from the database's now(),
-// and forgets leases that lapsed long ago.
+// renewLease extends the lease by the timeout from the database's now()
+// while it is live, and forgets leases that lapsed long ago. A lease that
+// has lapsed is never extended: a takeover statement may have seen it
+// lapsed and be about to lock one of its messages, with the lease table
+// read as of that statement's start; reviving the lease would let both
+// instances send the message. The process goes on under a new owner
+// token instead, and its earlier messages stay orphans for whichever
+// reconciler claims them first (its own included). The first call, at
+// open, takes the lease.
 func (s *Store) renewLease(ctx context.Context) error {
-	ms := s.lease.timeout.Milliseconds()
+	ms := s.lease.Timeout.Milliseconds()
+	owner, next := s.lease.Owner(), ""
 	var exp time.Time
-	err := s.db.QueryRowContext(ctx, "INSERT INTO mirror_leases (owner, instance_id, expires_at) VALUES ($1, $2, now() + $3 * interval '1 millisecond') "+
-		"ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at RETURNING expires_at",
-		s.lease.owner, s.lease.instanceID, ms).Scan(&exp)
+	err := s.db.QueryRowContext(ctx, "UPDATE mirror_leases SET expires_at = now() + $2 * interval '1 millisecond' "+
+		"WHERE owner = $1 AND expires_at > now() RETURNING expires_at", owner, ms).Scan(&exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		taking := owner
+		if s.lease.Taken() {
+			next = s.lease.NextOwner()
+			taking = next
+		}
+		err = s.db.QueryRowContext(ctx, "INSERT INTO mirror_leases (owner, instance_id, expires_at) VALUES ($1, $2, now() + $3 * interval '1 millisecond') RETURNING expires_at",
+			taking, s.lease.InstanceID, ms).Scan(&exp)
+	}
 	if err != nil {
 		return err
 	}
-	s.lease.expires.Store(exp.UnixMicro())
+	if next != "" {
+		s.lease.Rotate(next)
+		s.log.Warn("mirror lease had lapsed; this instance goes on under a new one, and its earlier unmirrored messages are taken over as orphans",
+			"old_owner", owner, "owner", next)
+	}
+	s.lease.Renewed(exp)
 	if _, err := s.db.ExecContext(ctx, "DELETE FROM mirror_leases WHERE expires_at < now() - interval '1 hour'"); err != nil {
 		return err
 	}
@@ -65,8 +67,8 @@ func (s *Store) renewLease(ctx context.Context) error {
 // folds the state counts' deltas after each renewal that worked.
 func (s *Store) keepLease() {
 	defer close(s.renewDone)
-	period := s.lease.timeout / 3
-	renewal.Run(s.renewStop, period, s.log, s.lease.owner, func() error {
+	period := s.lease.Timeout / 3
+	renewal.Run(s.renewStop, period, s.log, s.lease.Owner, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), min(period, s.opTimeout))
 		err := s.renewLease(ctx)
 		cancel()
@@ -86,6 +88,6 @@ func (s *Store) keepLease() {
 func (s *Store) releaseLease() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opTimeout)
 	defer cancel()
-	_, err := s.db.ExecContext(ctx, "DELETE FROM mirror_leases WHERE owner = $1", s.lease.owner)
+	_, err := s.db.ExecContext(ctx, "DELETE FROM mirror_leases WHERE owner = $1", s.lease.Owner())
 	return err
 }

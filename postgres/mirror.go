@@ -36,7 +36,7 @@ func (s *Store) Claim(ctx context.Context, ids []int64) ([]domain.Claim, error) 
 	rows, err := s.db.QueryContext(ctx, "UPDATE messages SET mirror_attempts = mirror_attempts + 1, mirror_last_attempt_at = now() "+
 		"WHERE id = ANY($1) AND mirror_status IN ('pending', 'mirrored') AND mirror_owner = $2 "+
 		"AND EXISTS (SELECT 1 FROM mirror_leases WHERE owner = $2 AND expires_at > now()) "+
-		"RETURNING id, mirror_attempts, mirror_status", ids, s.lease.owner)
+		"RETURNING id, mirror_attempts, mirror_status", ids, s.lease.Owner())
 	if err != nil {
 		return nil, s.wrap("claim messages", err)
 	}
@@ -94,7 +94,7 @@ func (s *Store) MarkFailed(ctx context.Context, ids []int64, reason string) erro
 	ids = slices.Clone(ids)
 	slices.Sort(ids)
 	_, err := s.db.ExecContext(ctx, "UPDATE messages SET mirror_status = 'failed', mirror_last_error = $1 WHERE id = ANY($2) AND mirror_status = 'pending' AND mirror_owner = $3",
-		reason, ids, s.lease.owner)
+		reason, ids, s.lease.Owner())
 	if err != nil {
 		return s.wrap("mark failed", err)
 	}
@@ -117,7 +117,7 @@ func (s *Store) parts(q domain.CandidateQuery, a string, p *params) []string {
 	meArg := ""
 	me := func() string {
 		if meArg == "" {
-			meArg = p.add(s.lease.owner)
+			meArg = p.add(s.lease.Owner())
 		}
 		return meArg
 	}
@@ -184,7 +184,7 @@ func (s *Store) ClaimCandidates(ctx context.Context, q domain.CandidateQuery) ([
 		limit = 100
 	}
 	var p params
-	me := p.add(s.lease.owner)
+	me := p.add(s.lease.Owner())
 	parts := s.parts(q, "a", &p)
 	if len(parts) == 0 {
 		return nil, nil
@@ -239,7 +239,7 @@ func (s *Store) DeferCandidates(ctx context.Context, q domain.CandidateQuery, fr
 		return anyOf(parts) + " AND a.id >= " + p.add(fromID)
 	}
 	var p params
-	me := p.add(s.lease.owner)
+	me := p.add(s.lease.Owner())
 	cond := where(&p)
 	if cond == "" {
 		return 0, nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"igmirror/domain"
+	"igmirror/internal/testkit/check"
 	"igmirror/internal/testkit/pgtest"
 	"igmirror/postgres"
 )
@@ -137,7 +138,7 @@ func TestTakeoverAfterCloseAndAfterALapsedLease(t *testing.T) {
 				t.Errorf("message %d returned with owner %q, want a's (its state before the claim)", m.ID, m.MirrorOwner)
 			}
 		}
-		// a renews (it was only slow), but the messages are b's now.
+		// Even were a's lease row extended now, the messages are b's.
 		if _, err := db.SQL.Exec("UPDATE mirror_leases SET expires_at = now() + interval '1 minute' WHERE owner = $1", a.Lease().Owner); err != nil {
 			t.Fatal(err)
 		}
@@ -297,5 +298,36 @@ func TestMarkDroppedAndDeferCandidates(t *testing.T) {
 	old, ok, err := b.OldestUnmirrored(ctx)
 	if err != nil || !ok || old.IsZero() {
 		t.Errorf("OldestUnmirrored = %v, %v, %v", old, ok, err)
+	}
+}
+
+// TestLapsedLeaseIsNotRevived: a lease that lapsed (a database outage
+// longer than the timeout, say) is never extended again: a takeover may
+// already have seen it lapsed. The instance goes on under a new owner
+// token; its earlier messages stay orphans, which another instance takes
+// over, and the old owner's claims stay refused.
+func TestLapsedLeaseIsNotRevived(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	a, b := mustOpen(t, db, "a", 3*time.Second), mustOpen(t, db, "b", time.Minute)
+	ids := saveN(t, a, "p", 3, domain.MirrorPending)
+	old := a.Lease().Owner
+	expireLease(t, db, old)
+	// a's keeper renews every second: it must find its lease lapsed.
+	check.Eventually(t, 10*time.Second, "a new owner token for a", func() bool { return a.Lease().Owner != old })
+	var live int
+	if err := db.SQL.QueryRow("SELECT COUNT(*) FROM mirror_leases WHERE owner = $1 AND expires_at > now()", old).Scan(&live); err != nil || live != 0 {
+		t.Fatalf("the old lease: %d live rows (%v), want it left lapsed", live, err)
+	}
+	if cl, err := a.Claim(ctx, ids); err != nil || len(cl) != 0 {
+		t.Fatalf("a claimed %d messages of its lapsed lease (err %v)", len(cl), err)
+	}
+	got, err := b.ClaimCandidates(ctx, domain.CandidateQuery{Orphans: true, Limit: 100})
+	if err != nil || len(got) != len(ids) {
+		t.Fatalf("b took %d of the old lease's %d messages (err %v)", len(got), len(ids), err)
+	}
+	fresh := saveN(t, a, "q", 1, domain.MirrorPending)
+	if cl, err := a.Claim(ctx, fresh); err != nil || len(cl) != 1 {
+		t.Fatalf("a claims a message stored under its new lease: %+v, %v", cl, err)
 	}
 }

@@ -94,7 +94,7 @@ func (s *Store) insertAll(ctx context.Context, tx *sql.Tx, batch []*writeReq, no
 			m := &r.batch.Messages[i]
 			m.ID, m.CreatedAt = 0, now
 			m.Timestamp = m.Timestamp.UTC().Truncate(time.Microsecond)
-			m.MirrorOwner = s.lease.owner
+			m.MirrorOwner = s.lease.Owner()
 			if mid := m.InstagramMessageID; mid != nil {
 				if first[*mid] {
 					continue

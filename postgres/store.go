@@ -25,6 +25,7 @@ import (
 	"igmirror/domain"
 	"igmirror/internal/gormlog"
 	"igmirror/internal/groupcommit"
+	"igmirror/internal/renewal"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -73,7 +74,7 @@ type Store struct {
 	// are the ids the full queue turned away (MarkDropped).
 	w *groupcommit.Writer[*writeReq]
 
-	lease     *lease
+	lease     *renewal.Lease
 	renewStop chan struct{}
 	renewDone chan struct{}
 }
@@ -129,7 +130,7 @@ func Open(opts Options) (*Store, error) {
 	if secret == "" {
 		secret = cc.Password
 	}
-	ls := newLease(opts.InstanceID, opts.LeaseTimeout)
+	ls := renewal.NewLease(opts.InstanceID, opts.LeaseTimeout)
 	cc.ConnectTimeout = opts.ConnectTimeout
 	// Keepalives find a connection whose peer vanished even when idle.
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 10 * time.Second}
@@ -137,7 +138,7 @@ func Open(opts Options) (*Store, error) {
 	if cc.RuntimeParams == nil {
 		cc.RuntimeParams = map[string]string{}
 	}
-	cc.RuntimeParams["application_name"] = "igmirror/" + ls.instanceID
+	cc.RuntimeParams["application_name"] = "igmirror/" + ls.InstanceID
 	cc.RuntimeParams["timezone"] = "UTC"
 	// The server gives up too, so that a statement whose client is gone
 	// does not hold its locks for long.
@@ -306,7 +307,7 @@ func (s *Store) tx(batch []*writeReq, drops []int64) (err error) {
 	}
 	if len(drops) > 0 {
 		if _, err := tx.ExecContext(ctx, "UPDATE messages SET mirror_status = 'dropped' WHERE mirror_status = 'pending' AND mirror_owner = $1 AND id = ANY($2)",
-			s.lease.owner, drops); err != nil {
+			s.lease.Owner(), drops); err != nil {
 			return fmt.Errorf("mark dropped: %w", err)
 		}
 	}
@@ -347,7 +348,7 @@ func (s *Store) Close() error {
 	// Give the lease back, so that another instance takes over this
 	// instance's pending messages at once.
 	if err := s.releaseLease(); err != nil {
-		s.log.Warn("release mirror lease", "owner", s.lease.owner, "err", s.scrubbed(err))
+		s.log.Warn("release mirror lease", "owner", s.lease.Owner(), "err", s.scrubbed(err))
 	}
 	return s.db.Close()
 }

@@ -2,10 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
-	"sync/atomic"
 	"time"
 
 	"igmirror/domain"
@@ -14,62 +10,73 @@ import (
 	"gorm.io/gorm"
 )
 
-// lease is this process's mirror lease: a row of mirror_leases that the
-// process renews while it lives. The messages it stores carry its owner
-// token, and every claim checks in its WHERE that the row is unexpired,
-// so a process that can no longer renew (or whose messages another took
-// over) claims nothing and sends nothing. The token is new for every
-// process, so a restarted instance takes over its previous run's pending
-// messages like any other instance's: at once after a clean stop (the
-// row is deleted), after the timeout after a crash.
-type lease struct {
-	owner      string
-	instanceID string
-	timeout    time.Duration
-	expires    atomic.Int64 // unix milliseconds of the last renewal's expiry
-}
-
-func newLease(instanceID string, timeout time.Duration) lease {
-	if instanceID == "" {
-		instanceID, _ = os.Hostname()
-	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return lease{owner: instanceID + "/" + hex.EncodeToString(b[:]), instanceID: instanceID, timeout: timeout}
-}
+// The lease is this process's: a row of mirror_leases that it renews
+// while it lives (renewal.Lease holds the owner token). The messages it
+// stores carry its owner token, and every claim checks in its WHERE that
+// the row is unexpired, so a process that can no longer renew (or whose
+// messages another took over) claims nothing and sends nothing. The token
+// is new for every process, so a restarted instance takes over its
+// previous run's pending messages like any other instance's: at once
+// after a clean stop (the row is deleted), after the timeout after a
+// crash.
 
 // Lease returns this instance's lease.
-func (s *Store) Lease() domain.Lease {
-	return domain.Lease{Owner: s.lease.owner, InstanceID: s.lease.instanceID, ExpiresAt: time.UnixMilli(s.lease.expires.Load()).UTC()}
-}
+func (s *Store) Lease() domain.Lease { return s.lease.Domain() }
 
 // nowMillis is the lease clock: this machine's, since only processes on
 // this machine can open the file.
 func nowMillis() int64 { return time.Now().UnixMilli() }
 
-// renewLease extends the lease by the timeout, and forgets leases that
-// lapsed long ago.
+// renewLease extends the lease by the timeout while it is live, and
+// forgets leases that lapsed long ago. A lease that has lapsed is never
+// extended: a takeover may already have seen it lapsed, so the process
+// goes on under a new owner token, and its earlier messages stay orphans
+// for whichever reconciler claims them first (its own included). The
+// first call, at open, takes the lease.
 func (s *Store) renewLease(ctx context.Context) error {
 	now := nowMillis()
-	exp := now + s.lease.timeout.Milliseconds()
+	exp := now + s.lease.Timeout.Milliseconds()
+	owner, next := s.lease.Owner(), ""
 	err := s.exec(ctx, func(tx *gorm.DB) error {
-		if err := tx.Exec("INSERT INTO mirror_leases (owner, instance_id, expires_at) VALUES (?, ?, ?) ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at",
-			s.lease.owner, s.lease.instanceID, exp).Error; err != nil {
-			return err
+		next = ""
+		if s.lease.Taken() {
+			res := tx.Exec("UPDATE mirror_leases SET expires_at = ? WHERE owner = ? AND expires_at > ?", exp, owner, now)
+			if res.Error != nil {
+				return res.Error
+			}
+			if res.RowsAffected == 0 {
+				next = s.lease.NextOwner()
+			}
+		}
+		if !s.lease.Taken() || next != "" {
+			taking := owner
+			if next != "" {
+				taking = next
+			}
+			if err := tx.Exec("INSERT INTO mirror_leases (owner, instance_id, expires_at) VALUES (?, ?, ?)",
+				taking, s.lease.InstanceID, exp).Error; err != nil {
+				return err
+			}
 		}
 		return tx.Exec("DELETE FROM mirror_leases WHERE expires_at < ?", now-time.Hour.Milliseconds()).Error
 	})
-	if err == nil {
-		s.lease.expires.Store(exp)
+	if err != nil {
+		return err
 	}
-	return err
+	if next != "" {
+		s.lease.Rotate(next)
+		s.log.Warn("mirror lease had lapsed; this instance goes on under a new one, and its earlier unmirrored messages are taken over as orphans",
+			"old_owner", owner, "owner", next)
+	}
+	s.lease.Renewed(time.UnixMilli(exp))
+	return nil
 }
 
 // keepLease renews the lease three times per timeout until Close.
 func (s *Store) keepLease() {
 	defer close(s.renewDone)
-	period := s.lease.timeout / 3
-	renewal.Run(s.renewStop, period, s.log, s.lease.owner, func() error {
+	period := s.lease.Timeout / 3
+	renewal.Run(s.renewStop, period, s.log, s.lease.Owner, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), period)
 		defer cancel()
 		return s.renewLease(ctx)
@@ -80,6 +87,6 @@ func (s *Store) keepLease() {
 func (s *Store) releaseLease() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := s.wsql.ExecContext(ctx, "DELETE FROM mirror_leases WHERE owner = ?", s.lease.owner)
+	_, err := s.wsql.ExecContext(ctx, "DELETE FROM mirror_leases WHERE owner = ?", s.lease.Owner())
 	return err
 }

@@ -28,8 +28,9 @@ func (s *Store) Claim(ctx context.Context, ids []int64) ([]domain.Claim, error) 
 	now := time.Now().UTC()
 	err := s.exec(ctx, func(tx *gorm.DB) error {
 		out = out[:0]
+		me := s.lease.Owner()
 		return inChunks(ids, func(part []int64) error {
-			args := append([]any{now, s.lease.owner, s.lease.owner, nowMillis()}, int64Args(part)...)
+			args := append([]any{now, me, me, nowMillis()}, int64Args(part)...)
 			rows, err := tx.Raw("UPDATE messages SET mirror_attempts = mirror_attempts + 1, mirror_last_attempt_at = ? "+
 				"WHERE mirror_status IN ('pending', 'mirrored') AND mirror_owner = ? "+
 				"AND EXISTS (SELECT 1 FROM mirror_leases WHERE owner = ? AND expires_at > ?) "+
@@ -99,7 +100,7 @@ func (s *Store) MarkFailed(ctx context.Context, ids []int64, reason string) erro
 	err := s.exec(ctx, func(tx *gorm.DB) error {
 		return inChunks(ids, func(part []int64) error {
 			return tx.Exec("UPDATE messages SET mirror_status = 'failed', mirror_last_error = ? WHERE mirror_status = 'pending' AND mirror_owner = ? AND id IN ?",
-				reason, s.lease.owner, part).Error
+				reason, s.lease.Owner(), part).Error
 		})
 	})
 	if err != nil {
@@ -120,7 +121,7 @@ type candidatePart struct {
 // candidate and sort them to find the oldest few). nowMs is the lease
 // clock.
 func (s *Store) parts(q domain.CandidateQuery, nowMs int64) []candidatePart {
-	me := s.lease.owner
+	me := s.lease.Owner()
 	// A pending message is free when this instance owns it or its
 	// owner's lease has lapsed.
 	freePending := candidatePart{"mirror_status = 'pending' AND (mirror_owner = ? OR mirror_owner NOT IN " + liveLeases + ")", []any{me, nowMs}}
@@ -180,7 +181,14 @@ func (s *Store) ClaimCandidates(ctx context.Context, q domain.CandidateQuery) ([
 	}
 	var out []domain.Message
 	err := s.exec(ctx, func(tx *gorm.DB) error {
-		sqlTx := tx.Statement.ConnPool.(*sql.Tx)
+		sqlTx, ok := tx.Statement.ConnPool.(*sql.Tx)
+		if !ok {
+			return fmt.Errorf("writer transaction is a %T, not a *sql.Tx", tx.Statement.ConnPool)
+		}
+		// The transaction's context, not the caller's: the caller may stop
+		// waiting, and its context ending must not fail the group commit
+		// this step shares with other writes.
+		ctx := tx.Statement.Context
 		nowMs := nowMillis()
 		var ids []int64
 		for _, p := range s.parts(q, nowMs) {
@@ -218,7 +226,7 @@ func (s *Store) ClaimCandidates(ctx context.Context, q domain.CandidateQuery) ([
 		// A mirrored one stays mirrored: the CRM holds it, and a check
 		// that fails must not leave it looking unsent.
 		_, err = sqlTx.ExecContext(ctx, "UPDATE messages SET mirror_owner = ?, mirror_status = CASE mirror_status WHEN 'mirrored' THEN 'mirrored' ELSE 'pending' END WHERE id IN ("+placeholders(len(ids))+")",
-			append([]any{s.lease.owner}, int64Args(ids)...)...)
+			append([]any{s.lease.Owner()}, int64Args(ids)...)...)
 		return err
 	})
 	if err != nil {
@@ -246,7 +254,7 @@ func (s *Store) DeferCandidates(ctx context.Context, q domain.CandidateQuery, fr
 		}
 		cond, args := window("("+strings.Join(conds, " OR ")+") AND id >= ?", append(args, fromID), q)
 		res := tx.Exec("UPDATE messages SET mirror_status = 'dropped', mirror_owner = ? WHERE mirror_status <> 'mirrored' AND "+cond,
-			append([]any{s.lease.owner}, args...)...)
+			append([]any{s.lease.Owner()}, args...)...)
 		if res.Error != nil {
 			return res.Error
 		}

@@ -62,7 +62,7 @@ func (s *Store) insertAll(ctx context.Context, tx *sql.Tx, batch []*writeReq, no
 		for i := range r.batch.Messages {
 			m := &r.batch.Messages[i]
 			m.ID, m.CreatedAt = 0, now
-			m.MirrorOwner = s.lease.owner
+			m.MirrorOwner = s.lease.Owner()
 			if m.InstagramMessageID != nil {
 				run = append(run, slot{r, i})
 				continue
@@ -164,13 +164,22 @@ func (s *Store) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, now tim
 			return fmt.Errorf("journal delivery: %w", err)
 		}
 		err = tx.StmtContext(ctx, s.journal).QueryRowContext(ctx,
-			d.ReceivedAt, d.Signature, d.Body, d.Stored, d.Duplicates, d.Unsent, d.Edited, string(items)).Scan(&d.ID)
+			d.ReceivedAt, d.Signature, nonNil(d.Body), d.Stored, d.Duplicates, d.Unsent, d.Edited, string(items)).Scan(&d.ID)
 		if err != nil {
 			return fmt.Errorf("journal delivery: %w", err)
 		}
 		r.res.DeliveryID = d.ID
 	}
 	return nil
+}
+
+// nonNil is b, or an empty body for nil: the column is NOT NULL, and a
+// journaled delivery without bytes is still a record (as in PostgreSQL).
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
 }
 
 // journalInsertSQL records one delivery in the journal.

@@ -24,6 +24,7 @@ import (
 	"igmirror/domain"
 	"igmirror/internal/gormlog"
 	"igmirror/internal/groupcommit"
+	"igmirror/internal/renewal"
 
 	"github.com/mattn/go-sqlite3"
 	"gorm.io/driver/sqlite"
@@ -74,7 +75,7 @@ type Store struct {
 	// much as the record itself.
 	journal *sql.Stmt
 
-	lease     lease
+	lease     *renewal.Lease
 	renewStop chan struct{}
 	renewDone chan struct{}
 
@@ -206,7 +207,7 @@ func open(opts Options) (*Store, error) {
 	s := &Store{
 		wdb: wdb, wsql: wsql, rdb: rdb, rsql: rsql, log: opts.Logger,
 		path: path, file: fi,
-		lease:     newLease(opts.InstanceID, opts.LeaseTimeout),
+		lease:     renewal.NewLease(opts.InstanceID, opts.LeaseTimeout),
 		renewStop: make(chan struct{}),
 	}
 	s.w = groupcommit.New(groupcommit.Config[*writeReq]{
@@ -362,7 +363,7 @@ func (s *Store) tx(batch []*writeReq, drops []int64) error {
 			}
 		}
 		return inChunks(drops, func(part []int64) error {
-			args := append([]any{s.lease.owner}, int64Args(part)...)
+			args := append([]any{s.lease.Owner()}, int64Args(part)...)
 			_, err := sqlTx.ExecContext(ctx, "UPDATE messages SET mirror_status = 'dropped' WHERE mirror_status = 'pending' AND mirror_owner = ? AND id IN ("+placeholders(len(part))+")", args...)
 			if err != nil {
 				return fmt.Errorf("mark dropped: %w", err)

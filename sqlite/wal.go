@@ -29,13 +29,11 @@ const (
 	// writer itself, between two of its transactions.
 	writerAutoCheckpoint = 16000
 
-	// writerCacheKiB is the writer's page cache. The index on mid keys
-	// takes inserts at random places; with SQLite's default 2 MiB most of
-	// its inner pages were read back from the OS on every insert. 8 MiB
-	// holds those, the tails of the table and of the sequential indexes,
-	// and the customers' last user_index pages. At 16 MiB the cache, filled
-	// by user_index's bulk steps, took the service's resident memory from
-	// 57 to 83 MiB after a million messages, for no throughput measured.
+	// writerCacheKiB is the writer's page cache. The UNIQUE mid index and
+	// the customer index take inserts at random places; 8 MiB holds their
+	// inner pages and the tails of the table and of the sequential
+	// indexes. A larger cache bought no throughput (8 and 128 MiB measured
+	// alike, docs/benchmarks.md) and costs resident memory.
 	writerCacheKiB = 8 << 10
 
 	// checkpointEvery is how often the checkpointer copies committed WAL

@@ -22,7 +22,7 @@ func TestRunLogsChanges(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Run(stop, time.Millisecond, log, "i/1", func() error {
+		Run(stop, time.Millisecond, log, func() string { return "i/1" }, func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			calls++
