@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# igmirror: Instagram DM webhooks -> SQLite -> CRM MySQL mirror.
+# igmirror: Instagram DM webhooks -> SQLite (or a shared PostgreSQL) -> CRM MySQL mirror.
 #   docker build -t igmirror .
 #   docker run -p 8080:8080 -v igmirror-data:/data -e INSTAGRAM_APP_SECRET=... igmirror
 # Every setting is an environment variable (see .env.example / CONTRACT.md).

@@ -162,14 +162,9 @@ func (a *App) listMessages(c echo.Context) error {
 
 // getMessage is GET /admin/messages/:id.
 func (a *App) getMessage(c echo.Context) error {
-	if strings.Contains(c.Param("id"), "/") {
-		// Echo's router hands /admin/messages/1/history to this route with
-		// id "1/history": that path is no endpoint, not a bad id.
-		return echo.ErrNotFound
-	}
-	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
-	if err != nil || id < 1 {
-		return badParam("id", "want a positive whole number")
+	id, err := idParam(c)
+	if err != nil {
+		return err
 	}
 	m, err := a.store.Get(c.Request().Context(), id)
 	if errors.Is(err, domain.ErrNotFound) {
@@ -179,6 +174,20 @@ func (a *App) getMessage(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, m)
+}
+
+// idParam reads the :id of a route: a positive whole number.
+func idParam(c echo.Context) (int64, error) {
+	if strings.Contains(c.Param("id"), "/") {
+		// Echo's router hands /admin/messages/1/history to the :id route
+		// with id "1/history": that path is no endpoint, not a bad id.
+		return 0, echo.ErrNotFound
+	}
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil || id < 1 {
+		return 0, badParam("id", "want a positive whole number")
+	}
+	return id, nil
 }
 
 // newMessage is the body of POST /admin/messages.
@@ -351,7 +360,7 @@ func (a *App) resync(c echo.Context) error {
 			*p.dst = q.Get(p.key)
 		}
 	}
-	cq := domain.CandidateQuery{Limit: 500}
+	var cq domain.CandidateQuery
 	var err error
 	if cq.Since, err = parseTimeParam("since", in.Since); err != nil {
 		return err

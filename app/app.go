@@ -60,8 +60,8 @@ type App struct {
 	readHeaderTimeout time.Duration
 }
 
-// New builds the service from cfg. It opens SQLite (and fails if it
-// cannot) but never needs the CRM: a CRM that is down or refuses the
+// New builds the service from cfg. It opens the store, SQLite or
+// PostgreSQL (and fails if it cannot), but never needs the CRM: a CRM that is down or refuses the
 // password is reported, and retried, while the service runs.
 func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	a := &App{cfg: cfg, log: log, metrics: newMetrics(), errs: make(chan error, 3), started: time.Now().UTC(),
@@ -258,8 +258,7 @@ func (a *App) MetricsAddr() string {
 // Shutdown stops in the reverse order of start-up: the listeners (letting
 // in-flight requests finish), the subscription watch, the reconciler, the
 // mirror (draining the queue for at most MIRROR_DRAIN_TIMEOUT), then the
-// databases. The metrics listener closes last of the three, so that a
-// scrape can still see the service drain.
+// databases.
 func (a *App) Shutdown(ctx context.Context) error {
 	var errs []error
 	a.stopOnce.Do(func() {

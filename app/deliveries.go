@@ -42,13 +42,9 @@ func (a *App) listDeliveries(c echo.Context) error {
 
 // deliveryParam reads the :id of a delivery route.
 func (a *App) deliveryParam(c echo.Context) (domain.Delivery, error) {
-	raw := c.Param("id")
-	if strings.Contains(raw, "/") {
-		return domain.Delivery{}, echo.ErrNotFound
-	}
-	id, err := strconv.ParseInt(raw, 10, 64)
-	if err != nil || id < 1 {
-		return domain.Delivery{}, badParam("id", "want a positive whole number")
+	id, err := idParam(c)
+	if err != nil {
+		return domain.Delivery{}, err
 	}
 	d, err := a.store.GetDelivery(c.Request().Context(), id)
 	if errors.Is(err, domain.ErrNotFound) {

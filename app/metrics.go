@@ -234,6 +234,15 @@ func (m *metrics) registerMirror(pool *mirror.Pool, rec *mirror.Reconciler, stat
 			return float64(pool.Retried())
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "mirror_claims_skipped_total",
+			Help: "Queued events whose message the store did not let this instance claim (failed meanwhile, or another instance's now): nothing was sent for them.",
+		}, func() float64 {
+			if pool == nil {
+				return 0
+			}
+			return float64(pool.ClaimSkipped())
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: ns, Name: "reconciler_offered_total", Help: "Messages the reconciler and resyncs offered to the mirror again.",
 		}, func() float64 {
 			if rec == nil {

@@ -153,6 +153,7 @@ var metricFamilies = []struct {
 		[]string{"already_present", "ok", "permanent_error", "row_failed", "transient_error"}},
 	{"igmirror_mirror_insert_duration_seconds", dto.MetricType_HISTOGRAM, "", nil},
 	{"igmirror_mirror_retries_total", dto.MetricType_COUNTER, "", nil},
+	{"igmirror_mirror_claims_skipped_total", dto.MetricType_COUNTER, "", nil},
 	{"igmirror_reconciler_offered_total", dto.MetricType_COUNTER, "", nil},
 	{"igmirror_username_lookups_total", dto.MetricType_COUNTER, "outcome", []string{"fallback", "hit", "miss"}},
 	{"igmirror_crm_connected", dto.MetricType_GAUGE, "", nil},

@@ -19,7 +19,7 @@ const rejectionCapacity = 100
 // (rejectionOutcome), so the counter counts them by reason.
 const (
 	rejectNotConfigured    = "not_configured"    // no app secret and unsigned POSTs not allowed
-	rejectTooLarge         = "too_large"         // over HTTP_MAX_BODY_SIZE
+	rejectTooLarge         = "too_large"         // over HTTP_MAX_BODY_BYTES
 	rejectUnreadable       = "unreadable_body"   // the body could not be read (the client went away)
 	rejectMissingSignature = "missing_signature" // no X-Hub-Signature-256
 	rejectBadSignature     = "bad_signature"     // X-Hub-Signature-256 does not match the body

@@ -157,8 +157,8 @@ func (c Config) Validate() error {
 			return bad("METRICS_ADDR", err.Error()+"; leave it empty to serve /metrics on HTTP_ADDR")
 		}
 	}
-	if strings.TrimSpace(c.InstanceID) == "" || len(c.InstanceID) > 128 || !utf8.ValidString(c.InstanceID) {
-		return bad("INSTANCE_ID", "must be 1 to 128 bytes of UTF-8 (empty = the host name)")
+	if c.InstanceID == "" || len(c.InstanceID) > 100 || !utf8.ValidString(c.InstanceID) || strings.ContainsAny(c.InstanceID, "/ \t\n\r") {
+		return bad("INSTANCE_ID", "must be 1 to 100 bytes of UTF-8, without '/' or white space (empty = the host name)")
 	}
 	if c.AdminToken == "" && !isLoopback(c.AdminAddr) {
 		return bad("ADMIN_ADDR", "a non-loopback admin listener needs ADMIN_TOKEN")
@@ -179,9 +179,6 @@ func (c Config) Validate() error {
 		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
 			return bad("DATABASE_URL", "must be empty (SQLite at SQLITE_PATH) or a postgres://user:password@host:port/database URL")
 		}
-	}
-	if len(c.InstanceID) > 100 || strings.ContainsAny(c.InstanceID, "/ \t\n") {
-		return bad("INSTANCE_ID", "must be at most 100 characters, without '/' or white space")
 	}
 	if c.MirrorLeaseTimeout < 3*time.Second {
 		return bad("MIRROR_LEASE_TIMEOUT", "must be at least 3s")

@@ -116,8 +116,8 @@ type MirrorStore interface {
 	// MarkMirrored records that the CRM holds these messages; degraded
 	// lists those whose CRM copy lost characters or was cut to fit.
 	MarkMirrored(ctx context.Context, ids []int64, degraded map[int64]bool) error
-	// MarkFailed records that the CRM refused these messages (those this
-	// instance still owns and that are not mirrored).
+	// MarkFailed records that the CRM refused these messages (those still
+	// pending under this instance's ownership; a mirrored one keeps its state).
 	MarkFailed(ctx context.Context, ids []int64, reason string) error
 	// MarkDropped records, without waiting, that the queue turned these
 	// pending messages away; it never blocks.

@@ -16,12 +16,10 @@ import (
 // MessageSaved says a message was committed to the local store. It carries
 // the whole message so that the mirror needs no read of its own.
 type MessageSaved struct {
+	// Message is the stored message. Whether the mirror must first look
+	// for it in the CRM is not carried here: the mirror's claim in the
+	// store says so (an earlier attempt, or a mirrored message).
 	Message domain.Message
-	// Verify asks the mirror to check whether the CRM already holds the
-	// message before inserting it (an operator's check of a mirrored
-	// message). The mirror also checks by itself whenever its claim shows
-	// an earlier attempt, whose outcome is unknown.
-	Verify bool
 }
 
 // Outcome is what happened to one published event.

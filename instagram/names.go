@@ -40,7 +40,10 @@ var (
 // so what a list or entry array yields is kept pending until the object
 // ends, and a later occurrence of the same key replaces it.
 func (p *parser) unknownNames(body []byte) {
-	s := keyScanner{b: body, d: p.d, spoilt: p.spoilt}
+	// Parse counted every item of no kind it knows as Other: with none,
+	// there is no item to name, and only the entries' keys are scanned
+	// (a delivery of known kinds, on the webhook's path, skips its items).
+	s := keyScanner{b: body, d: p.d, spoilt: p.spoilt, itemsKnown: p.d.Counts.Other == 0}
 	s.ws()
 	s.object(func(key []byte) {
 		if keyIs(key, "entry") {
@@ -96,6 +99,7 @@ type keyScanner struct {
 	// is the entry being scanned.
 	spoilt     map[itemPos]struct{}
 	entryIndex int
+	itemsKnown bool // every item has a kind Parse knows: items need no naming
 
 	pending      []pendingName    // of the entry array being scanned
 	pendingOther int              // its unknown entry keys
@@ -111,6 +115,8 @@ func (s *keyScanner) entry() {
 	s.items[0], s.items[1] = s.items[0][:0], s.items[1][:0]
 	s.object(func(key []byte) {
 		switch {
+		case s.itemsKnown && (keyIs(key, "messaging") || keyIs(key, "standby")):
+			s.skip()
 		case keyIs(key, "messaging"):
 			s.items[0] = s.items[0][:0]
 			j := 0

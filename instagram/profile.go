@@ -275,12 +275,16 @@ func transportError(err error) string {
 
 // redact removes the access token, raw or query-escaped, from text bound
 // for a log; the Graph API and the transport may both echo it.
-func (c *ProfileClient) redact(s string) string {
-	if c.token == "" {
+func (c *ProfileClient) redact(s string) string { return redactToken(c.token, s) }
+
+// redactToken removes token, as is and query-escaped, from s: the Graph
+// API's errors and URLs may echo the access token.
+func redactToken(token, s string) string {
+	if token == "" {
 		return s
 	}
-	s = strings.ReplaceAll(s, c.token, "[redacted]")
-	return strings.ReplaceAll(s, url.QueryEscape(c.token), "[redacted]")
+	s = strings.ReplaceAll(s, token, "[redacted]")
+	return strings.ReplaceAll(s, url.QueryEscape(token), "[redacted]")
 }
 
 // validUsername accepts what can go into the CRM's username column as is:

@@ -257,10 +257,4 @@ func (w *SubscriptionWatcher) fetch(ctx context.Context) (SubscriptionState, []s
 
 // redact removes the token, raw or query-escaped, from text bound for a
 // log or an API answer.
-func (w *SubscriptionWatcher) redact(s string) string {
-	if w.token == "" {
-		return s
-	}
-	s = strings.ReplaceAll(s, w.token, "[redacted]")
-	return strings.ReplaceAll(s, url.QueryEscape(w.token), "[redacted]")
-}
+func (w *SubscriptionWatcher) redact(s string) string { return redactToken(w.token, s) }

@@ -171,8 +171,8 @@ func (r *Reconciler) waitForRoom(ctx context.Context) {
 
 // OfferResult says what one Offer did.
 type OfferResult struct {
-	Offered   int   // queued
-	Full      bool  // the queue filled before every candidate was offered
+	Offered int  // queued
+	Full    bool // the queue filled before every candidate was offered
 	// StoppedAt, when Full, is where the candidates not yet claimed begin:
 	// the id after the last one this offer looked at.
 	StoppedAt int64
@@ -202,10 +202,9 @@ func (r *Reconciler) Offer(ctx context.Context, q domain.CandidateQuery) (OfferR
 		}
 		for i := range cands {
 			m := &cands[i]
-			// Verify: an earlier attempt may have reached the CRM (the
-			// worker also sees that in its claim); a mirrored message is
-			// offered only by an operator who wants the CRM checked.
-			ev := events.MessageSaved{Message: *m, Verify: m.MirrorAttempts > 0}
+			// Whether the CRM is checked first is the worker's claim's to
+			// say (an earlier attempt, or a mirrored message).
+			ev := events.MessageSaved{Message: *m}
 			switch r.bus.Offer(ev) {
 			case events.Queued:
 				res.Offered++

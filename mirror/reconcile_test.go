@@ -97,9 +97,11 @@ func TestReconcilerPeriodicPass(t *testing.T) {
 	if got := eventIDs(evs); !slices.Equal(got, want) {
 		t.Fatalf("offered: got %v, want %v (ids %v)", got, want, ids)
 	}
-	for i, wantVerify := range []bool{false, true, true} {
-		if evs[i].Verify != wantVerify {
-			t.Errorf("event %d: got verify %v, want %v", evs[i].Message.ID, evs[i].Verify, wantVerify)
+	// The attempts so far decide, at the worker's claim, whether the CRM
+	// is looked at first: none for droppedNew, some for the other two.
+	for i, wantTried := range []bool{false, true, true} {
+		if tried := evs[i].Message.MirrorAttempts > 0; tried != wantTried {
+			t.Errorf("event %d: got %d attempts before, want tried=%v", evs[i].Message.ID, evs[i].Message.MirrorAttempts, wantTried)
 		}
 		if got := mustGet(t, s, evs[i].Message.ID); got.MirrorStatus != domain.MirrorPending || got.MirrorOwner != s.Lease().Owner {
 			t.Errorf("event %d: stored as %s owned by %q, want pending and claimed by %q", evs[i].Message.ID, got.MirrorStatus, got.MirrorOwner, s.Lease().Owner)

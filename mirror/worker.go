@@ -123,7 +123,7 @@ func (p *Pool) Stop(drain time.Duration) bool {
 	case <-done:
 	case <-time.After(drain):
 		drained = false
-		p.log.Warn("mirror drain timeout: unmirrored messages stay pending and are offered at the next start",
+		p.log.Warn("mirror drain timeout: unmirrored messages stay pending and are taken over once this instance's lease is released",
 			"queued", p.bus.Len())
 	}
 	p.cancel()
@@ -144,8 +144,8 @@ func (p *Pool) Count(outcome string) uint64 {
 }
 
 // ClaimSkipped counts events whose message the store did not let this
-// instance claim (mirrored or failed meanwhile, or owned by another
-// instance).
+// instance claim (failed meanwhile, or owned by another instance, or of
+// a lease this instance has lost).
 func (p *Pool) ClaimSkipped() uint64 { return p.claimSkipped.Load() }
 
 // Retried counts statements retried after a transient error.
@@ -238,7 +238,7 @@ func (p *Pool) handle(batch []events.MessageSaved) {
 	if p.ctx.Err() != nil {
 		// The drain time is over: what the closed queue still holds is
 		// released untouched, pending and with no attempt recorded, for
-		// the next start.
+		// whichever instance takes them over once the lease is released.
 		return
 	}
 	rows, verify := p.claim(batch)
@@ -326,7 +326,7 @@ func (p *Pool) claim(batch []events.MessageSaved) ([]Row, []bool) {
 			continue
 		}
 		rows = append(rows, MapRow(&batch[i].Message))
-		verify = append(verify, batch[i].Verify || v)
+		verify = append(verify, v)
 	}
 	if skipped := len(batch) - len(rows); skipped > 0 {
 		p.claimSkipped.Add(uint64(skipped))

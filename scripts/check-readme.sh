@@ -6,8 +6,9 @@
 # a throwaway copy of the repository (so that the files the commands write,
 # such as the SQLite store, land there), and must exit 0. The other blocks
 # are checked elsewhere: `./scripts/test.sh` is CI's test step, the compose
-# files are validated with `docker-compose config`, and the two commands of
-# "Running several instances" are run below against the local PostgreSQL.
+# files are validated with `docker-compose config`, and the import command
+# of "Running several instances" is run below against the local PostgreSQL
+# (serving on a remote PostgreSQL is what the app's tests do locally).
 #
 # Needs: go, curl, openssl; psql and a PostgreSQL at 127.0.0.1:5432 (user
 # postgres, trust auth) for the several-instances commands. .ci/run calls it.
@@ -19,9 +20,11 @@ fail() { printf 'check-readme: FAILED: %s\n' "$*" >&2; exit 1; }
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/igmirror-readme.XXXXXX")"
 pgdb="igmirror_readme_$$"
+groups=() # each block runs in a process group of its own
 cleanup() {
 	# A block that failed half-way may have left its service running.
-	pkill -f "$work/igmirror" 2>/dev/null || true
+	local g
+	for g in "${groups[@]}"; do kill -- "-$g" 2>/dev/null || true; done
 	psql -w -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $pgdb WITH (FORCE)" >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
@@ -44,8 +47,19 @@ blocks=("$work"/block-*.sh)
 for b in "${blocks[@]}"; do
 	say "running $(basename "$b"):"
 	sed 's/^/    /' "$b"
-	# A block whose service cannot start would wait for it forever.
-	out="$(timeout 300 bash -euo pipefail "$b" 2>&1)" || fail "$(basename "$b") exited non-zero (124: timed out after 300 s):
+	# In a process group of its own, so that whatever it started can be
+	# stopped; and bounded, since a block whose service cannot start would
+	# wait for it forever.
+	setsid bash -euo pipefail "$b" >"$b.out" 2>&1 &
+	pid=$!
+	groups+=("$pid")
+	(sleep 300 && kill -- "-$pid" 2>/dev/null) &
+	watchdog=$!
+	rc=0
+	wait "$pid" || rc=$?
+	kill "$watchdog" 2>/dev/null || true
+	out="$(cat "$b.out")"
+	((rc == 0)) || fail "$(basename "$b") exited $rc (143: stopped after 300 s):
 $out"
 	printf '%s\n' "$out" | sed 's/^/  | /'
 	# The demo's first POST stores the sample's message.

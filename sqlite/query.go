@@ -93,7 +93,7 @@ func (s *Store) List(ctx context.Context, f domain.ListFilter) ([]domain.Message
 	tail, args := q.Tail()
 	out, err := s.queryMessages(ctx, tail, args...)
 	if err != nil {
-		return nil, "", fmt.Errorf("list messages: %w", err)
+		return nil, "", s.readErr("list messages", err)
 	}
 	out, next := page.Cut(q, out, messageID)
 	return out, next, nil
@@ -115,7 +115,7 @@ func (s *Store) GetByMID(ctx context.Context, mid string) (domain.Message, error
 func (s *Store) getOne(ctx context.Context, where string, arg any) (domain.Message, error) {
 	out, err := s.queryMessages(ctx, where+" LIMIT 1", arg)
 	if err != nil {
-		return domain.Message{}, fmt.Errorf("get message: %w", err)
+		return domain.Message{}, s.readErr("get message", err)
 	}
 	if len(out) == 0 {
 		return domain.Message{}, domain.ErrNotFound
@@ -128,7 +128,7 @@ func (s *Store) getOne(ctx context.Context, where string, arg any) (domain.Messa
 func (s *Store) CountByStatus(ctx context.Context) (map[domain.MirrorStatus]int64, error) {
 	rows, err := s.rsql.QueryContext(ctx, "SELECT status, n FROM status_counts")
 	if err != nil {
-		return nil, fmt.Errorf("count by mirror status: %w", err)
+		return nil, s.readErr("count by mirror status", err)
 	}
 	defer rows.Close()
 	out := map[domain.MirrorStatus]int64{
@@ -138,7 +138,7 @@ func (s *Store) CountByStatus(ctx context.Context) (map[domain.MirrorStatus]int6
 		var st string
 		var n int64
 		if err := rows.Scan(&st, &n); err != nil {
-			return nil, fmt.Errorf("count by mirror status: %w", err)
+			return nil, s.readErr("count by mirror status", err)
 		}
 		out[domain.MirrorStatus(st)] = n
 	}
@@ -158,7 +158,7 @@ func (s *Store) OldestUnmirrored(ctx context.Context) (time.Time, bool, error) {
 			continue
 		}
 		if err != nil {
-			return time.Time{}, false, fmt.Errorf("oldest unmirrored: %w", err)
+			return time.Time{}, false, s.readErr("oldest unmirrored", err)
 		}
 		if !found || c.T.Before(oldest) {
 			oldest, found = c.T, true
@@ -198,19 +198,19 @@ func (s *Store) ListDeliveries(ctx context.Context, f domain.DeliveryFilter) ([]
 	tail, args := q.Tail()
 	rows, err := s.rsql.QueryContext(ctx, "SELECT "+deliveryCols+" FROM deliveries "+tail, args...)
 	if err != nil {
-		return nil, "", fmt.Errorf("list deliveries: %w", err)
+		return nil, "", s.readErr("list deliveries", err)
 	}
 	defer rows.Close()
 	var out []domain.Delivery
 	for rows.Next() {
 		d, err := scanDelivery(rows, nil)
 		if err != nil {
-			return nil, "", fmt.Errorf("list deliveries: %w", err)
+			return nil, "", s.readErr("list deliveries", err)
 		}
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("list deliveries: %w", err)
+		return nil, "", s.readErr("list deliveries", err)
 	}
 	out, next := page.Cut(q, out, deliveryID)
 	return out, next, nil
@@ -226,7 +226,7 @@ func (s *Store) GetDelivery(ctx context.Context, id int64) (domain.Delivery, err
 		return domain.Delivery{}, domain.ErrNotFound
 	}
 	if err != nil {
-		return domain.Delivery{}, fmt.Errorf("get delivery %d: %w", id, err)
+		return domain.Delivery{}, s.readErr(fmt.Sprintf("get delivery %d", id), err)
 	}
 	d.Body = body
 	return d, nil
@@ -248,4 +248,13 @@ func (s *Store) PurgeDeliveries(ctx context.Context, before time.Time, limit int
 		return 0, fmt.Errorf("purge deliveries: %w", err)
 	}
 	return n, nil
+}
+
+// readErr wraps a read's error, as domain.ErrClosed once the store is
+// closed (the pools are gone then), as the port promises.
+func (s *Store) readErr(what string, err error) error {
+	if s.w.Closed() {
+		return fmt.Errorf("%s: %w", what, domain.ErrClosed)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }

@@ -38,6 +38,14 @@ func testCloseThenSaveIsErrClosed(t *testing.T, open Opener) {
 	wantErr(t, "CheckWritable after Close", s.CheckWritable(ctx), domain.ErrClosed)
 	_, err = s.Claim(ctx, []int64{1})
 	wantErr(t, "Claim after Close", err, domain.ErrClosed)
+	_, _, err = s.List(ctx, domain.ListFilter{})
+	wantErr(t, "List after Close", err, domain.ErrClosed)
+	_, err = s.Get(ctx, 1)
+	wantErr(t, "Get after Close", err, domain.ErrClosed)
+	_, err = s.CountByStatus(ctx)
+	wantErr(t, "CountByStatus after Close", err, domain.ErrClosed)
+	_, _, err = s.ListDeliveries(ctx, domain.DeliveryFilter{})
+	wantErr(t, "ListDeliveries after Close", err, domain.ErrClosed)
 	s.MarkDropped(1) // never blocks, never panics
 
 	again := mustOpen(t, open, Options{})
